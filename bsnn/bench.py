@@ -1,0 +1,142 @@
+"""`bsnn bench engine`: the engine against bindsnet and against the dense floor, one run.
+
+All figures are measured in the same process on the same converted network and batch, so the
+ratios hold on any machine. Memory: peak CUDA allocation on CUDA; on CPU the peak resident set
+above a baseline, sampled every millisecond from a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from bsnn.convert import convert
+from bsnn.convert.percentile import StreamingPercentile
+from bsnn.models import build_model
+from bsnn.snn.engine import Engine, SimOptions
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+class PeakMemory:
+    """Peak memory above the level at entry, for the device that the work runs on."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            self.base = _rss_bytes()
+            self._stop = threading.Event()
+            self._max = self.base
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._max = max(self._max, _rss_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self._max, _rss_bytes()) - self.base
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> float:
+    """Best wall time of `repeat` calls after one warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_calibration(shape: tuple[int, ...] = (32, 64, 112, 112),
+                      device: torch.device | None = None) -> dict[str, float]:
+    """Exact 99.7th percentile of one large activation: seconds and peak extra memory."""
+    device = device or torch.device("cpu")
+    a = torch.relu(torch.randn(shape, device=device))
+    with PeakMemory(device) as mem:
+        t = time.perf_counter()
+        est = StreamingPercentile(99.7)
+        while not est.done:
+            est.update(a)
+            est.end_pass()
+        seconds = time.perf_counter() - t
+    return {"calibration_s": seconds, "calibration_peak_mb": mem.peak / 2**20,
+            "calibration_tensor_mb": a.numel() * 4 / 2**20}
+
+
+def bench_engine(
+    device: torch.device,
+    batch: int = 32,
+    time_steps: int = 64,
+    arch: str = "vgg8ab",
+    with_bindsnet: bool = True,
+    repeat: int = 2,
+) -> dict[str, Any]:
+    """Engine vs bindsnet vs the ANN run T times, on one converted network and batch."""
+    torch.manual_seed(0)
+    model = build_model(arch, 10, (3, 32, 32)).to(device).eval()
+    calib = [torch.randn(batch, 3, 32, 32, device=device) for _ in range(2)]
+    net = convert(model, lambda: calib, 99.7).network
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    options = SimOptions(time=time_steps)
+    engine = Engine(net, options)
+    img_steps = batch * time_steps
+
+    def dense() -> None:
+        with torch.no_grad():
+            for _ in range(time_steps):
+                model(x)
+
+    result: dict[str, Any] = {"device": str(device), "arch": arch, "batch": batch,
+                              "time_steps": time_steps}
+    with PeakMemory(device) as ann_mem:
+        dense_s = _timed(dense, device, repeat)
+    with PeakMemory(device) as engine_mem:
+        engine_s = _timed(lambda: engine.run_batch(x, y), device, repeat)
+    result.update(
+        engine_img_steps_per_s=img_steps / engine_s,
+        dense_img_steps_per_s=img_steps / dense_s,
+        engine_over_dense_time=engine_s / dense_s,
+        engine_peak_mb=engine_mem.peak / 2**20,
+        ann_peak_mb=ann_mem.peak / 2**20,
+    )
+    if with_bindsnet:
+        from bsnn.backends.bindsnet import BindsnetBackend
+
+        backend = BindsnetBackend(net, options)
+        bindsnet_s = _timed(lambda: backend.run_batch(x, y), device, 1)
+        ours, theirs = engine.run_batch(x, y), backend.run_batch(x, y)
+        result.update(
+            bindsnet_img_steps_per_s=img_steps / bindsnet_s,
+            engine_over_bindsnet_speed=bindsnet_s / engine_s,
+            spike_count_mismatch=int((ours.spikes - theirs.spikes).abs().sum()),
+        )
+    return result

@@ -1,0 +1,248 @@
+"""Save and load models with their metadata; read the original repository's files too.
+
+Always `torch.load(..., weights_only=True)`: a checkpoint is data, and a pickle that tries to run
+code is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import platform
+import zipfile
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import bsnn
+from bsnn.errors import CheckpointError
+from bsnn.models import build_model
+
+FORMAT = "bsnn-checkpoint"
+BUNDLED_PREFIX = "bundled:"
+
+
+@dataclass
+class ModelMeta:
+    """What a checkpoint says about its model; enough to rebuild and to report it."""
+
+    arch: str
+    dataset: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    binary: bool = False
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    ann_accuracy: float | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known["input_shape"] = tuple(int(v) for v in known["input_shape"])
+        known["mean"] = tuple(known.get("mean", ()))
+        known["std"] = tuple(known.get("std", ()))
+        return cls(**known)
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded with checkpoints and runs."""
+    import numpy
+
+    return {
+        "bsnn": bsnn.__version__,
+        "torch": str(torch.__version__),
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def bundled_names() -> list[str]:
+    """The models shipped with the package, as `bundled:NAME`."""
+    folder = resources.files("bsnn") / "bundled"
+    return sorted(
+        BUNDLED_PREFIX + p.name.removesuffix(".pt")
+        for p in folder.iterdir()
+        if p.name.endswith(".pt")
+    )
+
+
+def resolve_model_path(model: str | os.PathLike[str]) -> Path:
+    """A path, or `bundled:NAME` -> the packaged file. Raises CheckpointError if absent."""
+    text = str(model)
+    if text.startswith(BUNDLED_PREFIX):
+        path = Path(str(resources.files("bsnn") / "bundled" / (text[len(BUNDLED_PREFIX):] + ".pt")))
+        if not path.is_file():
+            raise CheckpointError(
+                f"no bundled model {text!r}",
+                f"use one of: {', '.join(bundled_names()) or '(none installed)'}",
+            )
+        return path
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise CheckpointError(
+            f"model file {text} not found",
+            f"check the path, or use a bundled model ({', '.join(bundled_names())})",
+        )
+    if path.is_dir():
+        raise CheckpointError(f"model path {text} is a folder", "pass the checkpoint file itself")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"model file {text} is empty",
+                              "re-save or re-download the checkpoint")
+    return path
+
+
+def read_checkpoint(model: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load the raw dict safely (weights_only=True), with one clear message per failure."""
+    path = resolve_model_path(model)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            raise CheckpointError(
+                f"refused to load {path}: it holds Python objects, not just tensors "
+                "(a pickled module or code); nothing in it was run",
+                "re-save it as a state dict: torch.save({'state_dict': model.state_dict()}, path)",
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint ({text.splitlines()[0][:120]})",
+            "pass a file written by torch.save or `bsnn train`",
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({first})",
+            "copy or download the checkpoint again",
+        ) from None
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"state_dict": obj}
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{path} holds a {type(obj).__name__}, not a model's state dict",
+            "pass a checkpoint with a 'state_dict' entry or a bare state dict",
+        )
+    return obj
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DataParallel wraps: `features.module.N` (the original) and `module.` (whole model)."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.").replace("features.module.", "features.")
+        out[key] = value
+    return out
+
+
+def has_meta(raw: dict[str, Any]) -> bool:
+    """Whether a read checkpoint is ours (with metadata) rather than the original layout."""
+    return raw.get("format") == FORMAT
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict(strict) with a message naming the first missing / unexpected keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:3]}")
+        if wrong:
+            parts.append(f"shape mismatch {wrong[:2]}")
+        raise CheckpointError(
+            f"{source} does not fit this architecture: " + "; ".join(parts),
+            "check --arch and --dataset (class count) match the checkpoint",
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(
+    model: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    dataset: str | None = None,
+    num_classes: int | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    binary: bool | None = None,
+    raw: dict[str, Any] | None = None,
+) -> tuple[nn.Module, ModelMeta]:
+    """Build the model a checkpoint describes and load its weights (eval mode, CPU).
+
+    Our checkpoints carry their metadata; the original repository's files do not, so the caller
+    passes arch / dataset / num_classes / input_shape (the CLI's --arch and --dataset).
+    Explicit arguments that contradict the metadata raise. `raw` is the already-read file.
+    """
+    raw = raw if raw is not None else read_checkpoint(model)
+    if has_meta(raw):
+        meta = ModelMeta.from_dict(raw["meta"])
+        for name, given, have in (
+            ("arch", arch, meta.arch),
+            ("dataset", dataset, meta.dataset),
+            ("num_classes", num_classes, meta.num_classes),
+        ):
+            if given is not None and given != have:
+                raise CheckpointError(
+                    f"{model} is a {have} model but {name}={given} was asked for",
+                    f"drop the {name} option or pass {name}={have}",
+                )
+    else:
+        if arch is None or num_classes is None or input_shape is None:
+            raise CheckpointError(
+                f"{model} has no bsnn metadata",
+                "pass --arch and --dataset so the model can be built",
+            )
+        meta = ModelMeta(
+            arch=arch,
+            dataset=dataset or "",
+            num_classes=num_classes,
+            input_shape=input_shape,
+            binary=bool(binary),
+            source="original layout",
+        )
+    net = build_model(meta.arch, meta.num_classes, meta.input_shape, binary=meta.binary)
+    load_state(net, _strip_prefixes(raw["state_dict"]), str(model))
+    net.eval()
+    return net, meta
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    meta: ModelMeta,
+    train_state: dict[str, Any] | None = None,
+) -> None:
+    """Write atomically (temp file + rename): a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta.versions = meta.versions or versions()
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": 1,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta.to_dict(),
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)

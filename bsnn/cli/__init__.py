@@ -1,0 +1,55 @@
+"""The `bsnn` command line: train, convert, info, report, bench, runs, cancel.
+
+Each subcommand lives in its own module with `register(subparsers)`; this module turns every
+BsnnError into one clear message and exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bsnn.errors import BsnnError
+
+SUBCOMMANDS = ("train", "convert", "info", "report", "runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="bsnn",
+        description="Binary / full-precision ANN -> spiking network conversion and simulation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"bsnn.cli.{name}").register(sub)
+    return parser
+
+
+def report_error(err: BsnnError) -> None:
+    """One line for the problem, one for the fix, on stderr."""
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    console.print(f"[bold red]error:[/] {err.message}")
+    if err.fix:
+        console.print(f"[bold]fix:[/] {err.fix}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BsnnError as err:
+        report_error(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

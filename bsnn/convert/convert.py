@@ -1,0 +1,200 @@
+"""ANN -> SNN: cut the chain, calibrate thresholds from activation percentiles, build layers.
+
+Weights are kept as they are and the scale goes into thresholds and biases (DESIGN.md §3):
+theta_l = lambda_l / lambda_(l-1) and bias_l / lambda_(l-1), the same network as weight
+normalisation, so binary weights stay exactly +-alpha — or +-1 with alpha folded into a
+per-channel threshold (`binary_weights="sign"`).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bsnn.convert.chain import WEIGHTED, Group, chain_forward, extract_chain
+from bsnn.convert.percentile import StreamingPercentile
+from bsnn.errors import ConversionError
+from bsnn.snn.network import SpikingLayer, SpikingNetwork
+
+Batches = Callable[[], Iterable[torch.Tensor]]
+
+
+@dataclass
+class Conversion:
+    """The spiking network, the ANN chain it came from, and what the user should know."""
+
+    network: SpikingNetwork
+    ann: list[Group]
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_chain(model: nn.Module, groups: list[Group], x: torch.Tensor) -> None:
+    """The chain must compute what the model computes: catches custom forwards (skips, ...)."""
+    with torch.no_grad():
+        want = model(x)
+        got, _ = chain_forward(groups, x)
+    if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
+        raise ConversionError(
+            f"{type(model).__name__}'s forward differs from its chain of modules",
+            "convert a plain chain (no skip connections or functional ops in forward)",
+        )
+
+
+def calibrate(groups: list[Group], batches: Batches, percentile: float,
+              per_channel: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+    """lambda per ReLU group (exact percentile over all calibration images, eval mode), the
+    max activation per group, and max |input|."""
+    relu_groups = [g for g in groups if g.relu]
+    estimators = [StreamingPercentile(percentile, per_channel) for _ in relu_groups]
+    input_max = 0.0
+    first = True
+    with torch.no_grad():
+        while not all(e.done for e in estimators):
+            for x in batches():
+                if first:
+                    input_max = max(input_max, float(x.abs().max()))
+                _, acts = chain_forward(groups, x, keep=True)
+                for est, a in zip(estimators, acts, strict=True):
+                    if not est.done:
+                        est.update(a)
+            first = False
+            for est in estimators:
+                if not est.done:
+                    est.end_pass()
+    return [e.result for e in estimators], [e.max for e in estimators], input_max
+
+
+def _names(groups: list[Group]) -> list[str]:
+    """conv<block>_<i> (a block ends at a pooling), fc<k>, pool<k>: names a paper uses."""
+    names, block, index, fc, pool = [], 1, 0, 0, 0
+    for g in groups:
+        weighted = g.weighted
+        if weighted and isinstance(weighted[0], nn.Conv2d):
+            index += 1
+            names.append(f"conv{block}_{index}")
+        elif weighted:
+            fc += 1
+            names.append(f"fc{fc}")
+        else:
+            pool += 1
+            names.append(f"pool{pool}")
+        if any(isinstance(op, nn.AvgPool2d) for op in g.ops) and weighted \
+                and isinstance(weighted[0], nn.Conv2d):
+            block, index = block + 1, 0
+    return names
+
+
+def _fan_out(ops: nn.Sequential, shape: tuple[int, ...]) -> torch.Tensor:
+    """Synapses each source neuron drives: nonzero weights of the next layer's first conv or
+    linear (exact at borders), traced back through any flatten / pooling before it."""
+    mask_ops: list[nn.Module] = []
+    for op in ops:
+        if isinstance(op, WEIGHTED):
+            masked = type(op).__new__(type(op))
+            masked.__dict__ = op.__dict__.copy()
+            masked._parameters = {"weight": (op.weight != 0).float(), "bias": None}
+            mask_ops.append(masked)
+            break
+        mask_ops.append(op)
+    device = next((p.device for p in ops.parameters()), torch.device("cpu"))
+    x = torch.zeros(1, *shape, device=device, requires_grad=True)
+    with torch.enable_grad():
+        nn.Sequential(*mask_ops)(x).sum().backward()
+    return x.grad.reshape(-1).detach()
+
+
+def _per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Shape a (C,) tensor to broadcast over one image's (C, H, W) or (C,) neurons."""
+    return t.view(-1, *([1] * (ndim - 1))) if t.numel() > 1 else t.reshape(())
+
+
+def convert(
+    model: nn.Module,
+    batches: Batches,
+    percentile: float = 99.7,
+    granularity: str = "layer",
+    binary_weights: str = "alpha",
+) -> Conversion:
+    """Convert `model` (eval mode) using the calibration images that `batches()` yields.
+
+    `batches` is called once per calibration pass (about three) and must yield the same images
+    each time, on the model's device.
+    """
+    model.eval()
+    groups = extract_chain(model)
+    sample = next(iter(batches()))
+    check_chain(model, groups, sample[:8])
+    lambdas, maxima, input_max = calibrate(groups, batches, percentile, granularity == "channel")
+
+    warnings: list[str] = []
+    names = _names(groups)
+    with torch.no_grad():
+        _, acts = chain_forward(groups, sample[:1], keep=True)
+        out_shape = tuple(chain_forward(groups, sample[:1])[0].shape[1:])
+    shapes = [tuple(a.shape[1:]) for a in acts] + [out_shape]
+
+    layers: list[SpikingLayer] = []
+    prev_ref = torch.tensor(1.0, device=sample.device)  # lambda_0 = 1 for the analog input
+    relu_index = 0
+    for g, name, shape in zip(groups, names, shapes, strict=True):
+        bias = None if g.bias is None else g.bias / prev_ref
+        ops = nn.Sequential(*g.ops)
+        threshold = lam = amplitude = None
+        if g.relu:
+            lam = lambdas[relu_index].clone()
+            dead = lam <= 0
+            if bool(dead.any()):
+                lam = torch.where(dead, maxima[relu_index].clamp(min=1e-6), lam)
+                warnings.append(f"{name}: the {percentile}th percentile of {int(dead.sum())} "
+                                f"group(s) is 0 (nearly always silent); used their max instead")
+            relu_index += 1
+            threshold = _per_channel(lam / prev_ref, len(shape))
+            if lam.numel() > 1:
+                amplitude = _per_channel(lam / lam.max(), len(shape))
+            ref = lam.max()
+        if g.binary and binary_weights == "sign":
+            ops = copy.deepcopy(ops)  # the ANN chain keeps its +-alpha weights
+            threshold, bias = _fold_alpha(ops, name, threshold, bias, len(shape))
+        if bias is not None:
+            bias = _per_channel(bias, len(shape))
+        layers.append(SpikingLayer(
+            name=name, kind=_kind(g), ops=ops, bias=bias, threshold=threshold,
+            lam=None if lam is None else lam.reshape(-1) if lam.numel() > 1 else lam.reshape(()),
+            shape=shape, binary=g.binary, spike_amplitude=amplitude, sources=g.sources,
+        ))
+        if g.relu:
+            prev_ref = ref
+    for layer, nxt in itertools.pairwise(layers):
+        layer.fan_out = _fan_out(nxt.ops, layer.shape)
+    net = SpikingNetwork(layers, tuple(sample.shape[1:]), percentile, granularity,
+                         input_scale=input_max or 1.0)
+    return Conversion(net, groups, warnings)
+
+
+def _kind(g: Group) -> str:
+    weighted = g.weighted
+    if not weighted:
+        return "pool"
+    return "conv" if isinstance(weighted[0], nn.Conv2d) else "linear"
+
+
+def _fold_alpha(ops: nn.Sequential, name: str, threshold: torch.Tensor | None,
+                bias: torch.Tensor | None, ndim: int) -> tuple[torch.Tensor | None,
+                                                            torch.Tensor | None]:
+    """Weights +-alpha -> +-1; alpha moves into a per-channel threshold and bias."""
+    op = [m for m in ops if isinstance(m, WEIGHTED)][-1]
+    w = op.weight.data
+    alpha = w.abs().flatten(1).mean(1)
+    if not torch.allclose(w.abs().flatten(1), alpha[:, None].expand(-1, w[0].numel())):
+        raise ConversionError(f"{name}: weights are not +-alpha per output channel",
+                              "use --binary-weights alpha for this model")
+    w.div_(alpha.view(-1, *([1] * (w.dim() - 1))))
+    alpha_n = _per_channel(alpha, ndim) if alpha.numel() > 1 else alpha.reshape(())
+    new_threshold = None if threshold is None else threshold / alpha_n
+    new_bias = None if bias is None else bias / alpha
+    return new_threshold, new_bias

@@ -1,0 +1,137 @@
+"""Exact percentiles of activations streamed in batches, in bounded memory.
+
+torch.quantile fails above 2^24 elements and needs every value at once. Here each pass over the
+calibration data narrows a window around the wanted order statistics with a 4,096-bin histogram
+per group (a layer, or one channel); once few values are left in the window they are collected
+and the answer is read off exactly, with numpy's linear interpolation. Typically 3 passes; the
+memory is the histogram plus the collected window, whatever the activation size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+BINS = 4096
+COLLECT_CAP = 1 << 22  # values gathered in the final pass, over all groups
+CHUNK = 1 << 22  # elements processed at once
+
+
+class StreamingPercentile:
+    """The q-th percentile of each group of a stream of activations.
+
+    Feed every batch of a pass to `update(a)` (a: (N, C, ...) activations), call `end_pass()`,
+    and repeat passes over the same data while `done` is False; then read `result`.
+    `per_channel` makes each channel a group; otherwise the whole layer is one group.
+    """
+
+    def __init__(self, q: float, per_channel: bool = False) -> None:
+        self.q = q
+        self.per_channel = per_channel
+        self.pass_no = 0
+        self.groups = 0
+        self.done = False
+        self.result: torch.Tensor | None = None
+        self._collect = False
+        self._bucket: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _view(self, a: torch.Tensor) -> torch.Tensor:
+        a = a.detach()
+        if self.per_channel:
+            return a.reshape(a.shape[0], a.shape[1], -1)
+        return a.reshape(a.shape[0], 1, -1)
+
+    def _chunks(self, a: torch.Tensor):  # type: ignore[no-untyped-def]
+        """(values float64 flat, group ids flat) in chunks of about CHUNK elements."""
+        v = self._view(a)
+        per_sample = v.shape[1] * v.shape[2]
+        step = max(1, CHUNK // max(per_sample, 1))
+        gid = torch.arange(v.shape[1], device=v.device).view(1, -1, 1)
+        for i in range(0, v.shape[0], step):
+            x = v[i:i + step]
+            yield x.reshape(-1).double(), gid.expand_as(x).reshape(-1)
+
+    def update(self, a: torch.Tensor) -> None:
+        if self.pass_no == 0:
+            v = self._view(a)
+            if self.groups == 0:
+                self.groups = v.shape[1]
+                g, dev = self.groups, v.device
+                self.n = torch.zeros(g, dtype=torch.long, device=dev)
+                self.lo = torch.full((g,), math.inf, dtype=torch.float64, device=dev)
+                self.hi = torch.full((g,), -math.inf, dtype=torch.float64, device=dev)
+            self.n += v.shape[0] * v.shape[2]
+            self.lo = torch.minimum(self.lo, v.amin(dim=(0, 2)).double())
+            self.hi = torch.maximum(self.hi, v.amax(dim=(0, 2)).double())
+            return
+        for x, g in self._chunks(a):
+            lo, hi = self.lo[g], self.hi[g]
+            inside = (x >= lo) & (x < hi)
+            if self._collect:
+                self._bucket.append((g[inside], x[inside]))
+                continue
+            xi, gi = x[inside], g[inside]
+            b = ((xi - self.lo[gi]) / self._width[gi]).floor_().long().clamp_(0, BINS - 1)
+            # settle rounding at the edges against the same float64 edges used to narrow the
+            # window, so that membership agrees between passes
+            flat = self._edges.view(-1)
+            b -= (xi < flat[gi * (BINS + 1) + b]).long()
+            b += (xi >= flat[gi * (BINS + 1) + b + 1]).long()
+            b = b.clamp_(0, BINS - 1)
+            self.hist += torch.bincount(gi * BINS + b, minlength=self.groups * BINS).view(
+                self.groups, BINS)
+
+    def end_pass(self) -> None:
+        if self.pass_no == 0:
+            if self.groups == 0 or int(self.n.min()) == 0:
+                raise ValueError("no activations were seen")
+            pos = self.q / 100 * (self.n - 1).double()
+            self.k0 = pos.floor().long()
+            self.frac = pos - self.k0.double()
+            self.k1 = torch.minimum(self.k0 + 1, self.n - 1)
+            self.below = torch.zeros_like(self.n)
+            self.max = self.hi.float()
+            self.hi = torch.nextafter(self.hi, torch.full_like(self.hi, math.inf))
+        elif self._collect:
+            self._finish()
+            return
+        else:
+            self._narrow()
+        self.pass_no += 1
+        self.hist = torch.zeros(self.groups, BINS, dtype=torch.long, device=self.n.device)
+        self._width = (self.hi - self.lo) / BINS
+        self._edges = self.lo[:, None] + self._width[:, None] * torch.arange(
+            BINS + 1, device=self.lo.device)
+
+    def _narrow(self) -> None:
+        cum = self.hist.cumsum(1)
+        r0 = (self.k0 - self.below).unsqueeze(1)
+        r1 = (self.k1 - self.below).unsqueeze(1)
+        b0 = torch.searchsorted(cum, r0, right=True).squeeze(1).clamp_(max=BINS - 1)
+        b1 = torch.searchsorted(cum, r1, right=True).squeeze(1).clamp_(max=BINS - 1)
+        before = torch.where(b0 > 0, cum.gather(1, (b0 - 1).clamp(min=0)[:, None]).squeeze(1), 0)
+        new_lo = self._edges.gather(1, b0[:, None]).squeeze(1)
+        new_hi = torch.where(b1 == BINS - 1, self.hi,
+                             self._edges.gather(1, (b1 + 1)[:, None]).squeeze(1))
+        self.below += before
+        left = cum.gather(1, b1[:, None]).squeeze(1) - before
+        self.lo, self.hi = new_lo, new_hi
+        self._collect = int(left.sum()) <= COLLECT_CAP or bool((new_hi <= new_lo).all())
+
+    def _finish(self) -> None:
+        g = torch.cat([b[0] for b in self._bucket]) if self._bucket else torch.empty(0)
+        x = torch.cat([b[1] for b in self._bucket]) if self._bucket else torch.empty(0)
+        self._bucket = []
+        out = torch.empty(self.groups, dtype=torch.float64, device=self.n.device)
+        for grp in range(self.groups):
+            vals = x[g == grp].sort().values
+            i0 = int(self.k0[grp] - self.below[grp])
+            i1 = int(self.k1[grp] - self.below[grp])
+            if vals.numel() == 0:  # a window narrowed below float resolution: all values equal
+                out[grp] = self.lo[grp]
+                continue
+            v0, v1 = vals[min(i0, vals.numel() - 1)], vals[min(i1, vals.numel() - 1)]
+            out[grp] = v0 + self.frac[grp] * (v1 - v0)
+        self.result = out.float()
+        self.done = True

@@ -1,0 +1,246 @@
+"""A run's summary, derived from its event log alone, and the export files.
+
+`summarize(events)` is the one place that turns events into figures: the CLI, the dashboard, the
+run folder and `bsnn report` all call it, so they never disagree. Works on a partial log.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from bsnn.events import EVENTS_FILE, Event, read_events
+
+EXPORT_FILES = ("summary.json", "per_timestep.csv", "layers.csv", "summary.md", "accuracy.png")
+
+
+def _alive(pid: int | None, host: str | None) -> bool:
+    if not pid or (host and host != socket.gethostname()):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def first_step_within(acc: list[float], reference: float | None, points: float = 1.0) -> int | None:
+    """The first step t (1-based) from which accuracy stays within `points` of the reference."""
+    if reference is None or not acc:
+        return None
+    ok = [a >= reference - points / 100 for a in acc]
+    for t in range(len(ok)):
+        if all(ok[t:]):
+            return t + 1
+    return None
+
+
+def summarize(events: list[Event]) -> dict[str, Any]:
+    """The summary of a run so far (also of an interrupted one)."""
+    by_type: dict[str, Event] = {}
+    for e in events:
+        by_type[e["type"]] = e  # the last of each kind
+    started = by_type.get("started", {})
+    config = started.get("config", {})
+    thresholds = by_type.get("thresholds", {})
+    batch = by_type.get("batch_done")
+    terminal = next((e for e in reversed(events) if e["type"] in ("finished", "failed",
+                                                                   "cancelled")), None)
+    if terminal is not None:
+        status = terminal["type"]
+    else:
+        status = "running" if _alive(started.get("pid"), started.get("host")) else "interrupted"
+
+    images = batch["images"] if batch else 0
+    steps = int(config.get("time", 0))
+    acc = [c / images for c in batch["correct_per_step"]] if batch and images else []
+    ann_accuracy = batch["ann_correct"] / images if batch and images else None
+    layers = []
+    synops_total = 0.0
+    for info in thresholds.get("layers", []):
+        name = info["name"]
+        row: dict[str, Any] = {k: info.get(k) for k in (
+            "name", "kind", "neurons", "binary", "threshold", "threshold_min", "threshold_max",
+            "lam", "fan_out", "sources")}
+        spikes = batch["spikes"].get(name) if batch else None
+        if spikes is not None and images:
+            total = sum(spikes)
+            row["firing_rate"] = total / (info["neurons"] * images * len(spikes))
+            row["firing_rate_per_step"] = [s / (info["neurons"] * images) for s in spikes]
+            row["spikes_per_image"] = total / images
+            row["synops_per_image"] = sum(batch["synops"].get(name, [0.0])) / images
+            synops_total += row["synops_per_image"]
+        else:
+            row.update(firing_rate=None, firing_rate_per_step=None, spikes_per_image=None,
+                       synops_per_image=None)
+        act = batch["ann_activation"].get(name) if batch else None
+        row["ann_mean_activation"] = act / (info["neurons"] * images) if act is not None \
+            and images else None
+        lam = info.get("lam_mean")
+        row["ann_rate"] = (row["ann_mean_activation"] / lam
+                           if row["ann_mean_activation"] is not None and lam else None)
+        layers.append(row)
+
+    finished = by_type.get("finished", {})
+    elapsed = finished.get("wall_time_s") or (batch["elapsed_s"] if batch else None)
+    summary: dict[str, Any] = {
+        "run_id": started.get("run_id"),
+        "status": status,
+        "config": config,
+        "device": started.get("device"),
+        "versions": started.get("versions", {}),
+        "started_at": started.get("time"),
+        "images": images,
+        "images_total": batch["images_total"] if batch else None,
+        "time_steps": steps,
+        "ann_accuracy": ann_accuracy,
+        "accuracy_per_step": acc,
+        "final_accuracy": acc[-1] if acc else None,
+        "best_accuracy": max(acc) if acc else None,
+        "first_step_within_1pt": first_step_within(acc, ann_accuracy),
+        "layers": layers,
+        "synops_per_image": synops_total if batch else None,
+        "wall_time_s": elapsed,
+        "images_per_s": images / elapsed if elapsed else None,
+        "phase": by_type.get("phase", {}).get("name"),
+        "warnings": [e["message"] for e in events if e["type"] == "warning"],
+    }
+    if status == "failed":
+        failed = by_type["failed"]
+        summary["error"] = {k: failed.get(k) for k in ("error", "message", "fix")}
+    return summary
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def per_timestep_csv(summary: dict[str, Any]) -> str:
+    """t, accuracy, then each layer's firing rate at t."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    names = [layer["name"] for layer in summary["layers"] if layer["firing_rate_per_step"]]
+    w.writerow(["t", "accuracy", *[f"rate_{n}" for n in names]])
+    rates = {layer["name"]: layer["firing_rate_per_step"] for layer in summary["layers"]}
+    for t, a in enumerate(summary["accuracy_per_step"]):
+        w.writerow([t + 1, f"{a:.6f}", *[f"{rates[n][t]:.6f}" for n in names]])
+    return out.getvalue()
+
+
+LAYER_COLUMNS = ("name", "kind", "neurons", "binary", "threshold", "threshold_min",
+                 "threshold_max", "lam", "firing_rate", "ann_rate", "ann_mean_activation",
+                 "spikes_per_image", "synops_per_image")
+
+
+def layers_csv(summary: dict[str, Any]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(LAYER_COLUMNS)
+    for layer in summary["layers"]:
+        w.writerow(["" if layer.get(c) is None else layer.get(c) for c in LAYER_COLUMNS])
+    return out.getvalue()
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f} %"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """A short human report for a lab notebook."""
+    c = summary["config"]
+    acc = summary["accuracy_per_step"]
+    lines = [
+        f"# bsnn run {summary['run_id']} — {summary['status']}",
+        "",
+        f"- model: `{c.get('model')}` ({c.get('arch') or 'arch from checkpoint'}), "
+        f"data set `{c.get('dataset')}`",
+        f"- percentile {c.get('percentile')}, norm {c.get('norm')}, T = {c.get('time')}, "
+        f"propagation {c.get('propagation')}, reset {c.get('reset')}, v0 {c.get('v0')}, "
+        f"thresholds per {c.get('threshold_granularity')}",
+        f"- images: {summary['images']} of {summary['images_total']}, device "
+        f"{summary['device']}, wall time {summary['wall_time_s'] or 0:.1f} s",
+        f"- ANN accuracy (same images): {_pct(summary['ann_accuracy'])}",
+        f"- SNN accuracy at T: {_pct(summary['final_accuracy'])} (best "
+        f"{_pct(summary['best_accuracy'])}); within 1 point of the ANN from step "
+        f"{summary['first_step_within_1pt'] or '—'}",
+        "",
+        "| t | accuracy |",
+        "|---|---|",
+    ]
+    marks = sorted({t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if t <= len(acc)}
+                   | ({len(acc)} if acc else set()))
+    lines += [f"| {t} | {_pct(acc[t - 1])} |" for t in marks]
+    lines += ["", "| layer | neurons | threshold | firing rate | ANN rate | synops / image |",
+              "|---|---|---|---|---|---|"]
+    for layer in summary["layers"]:
+        th = layer["threshold"]
+        th_text = "—" if th is None else f"{th:.4g}"
+        rate = layer["firing_rate"]
+        ann = layer["ann_rate"]
+        syn = layer["synops_per_image"]
+        lines.append(
+            f"| {layer['name']} | {layer['neurons']} | {th_text} | "
+            f"{'—' if rate is None else f'{rate:.4f}'} | {'—' if ann is None else f'{ann:.4f}'} "
+            f"| {'—' if syn is None else f'{syn:,.0f}'} |"
+        )
+    if summary.get("error"):
+        lines += ["", f"**Failed:** {summary['error']['message']} — {summary['error']['fix']}"]
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_png(summary: dict[str, Any], path: Path) -> None:
+    """Accuracy vs time step with the ANN's accuracy as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    acc = summary["accuracy_per_step"]
+    ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], label="SNN")
+    if summary["ann_accuracy"] is not None:
+        ax.axhline(100 * summary["ann_accuracy"], color="grey", ls="--", label="ANN")
+    c = summary["config"]
+    ax.set_title(f"{c.get('dataset')} {c.get('arch') or ''} p={c.get('percentile')}")
+    ax.set_xlabel("time step")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_exports(run_dir: str | os.PathLike[str],
+                  events: list[Event] | None = None) -> list[Path]:
+    """Write every export file into the run folder from its events; return their paths."""
+    run_dir = Path(run_dir)
+    if events is None:
+        events = read_events(run_dir / EVENTS_FILE)
+    summary = summarize(events)
+    files = {
+        "summary.json": json.dumps(summary, indent=2).encode(),
+        "per_timestep.csv": per_timestep_csv(summary).encode(),
+        "layers.csv": layers_csv(summary).encode(),
+        "summary.md": summary_markdown(summary).encode(),
+    }
+    paths = []
+    for name, data in files.items():
+        _atomic_write(run_dir / name, data)
+        paths.append(run_dir / name)
+    if summary["accuracy_per_step"]:
+        accuracy_png(summary, run_dir / "accuracy.png")
+        paths.append(run_dir / "accuracy.png")
+    return paths

@@ -1,0 +1,1 @@
+"""The spiking side: the converted network, the simulation engine, input encodings."""
