@@ -7,6 +7,8 @@ above a baseline, sampled every millisecond from a thread.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +20,14 @@ from bsnn.convert import convert
 from bsnn.convert.percentile import StreamingPercentile
 from bsnn.models import build_model
 from bsnn.snn.engine import Engine, SimOptions
+
+
+def _release_free_memory() -> None:
+    """Give freed heap pages back to the OS so the RSS baseline is not inflated by them."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _rss_bytes() -> int:
@@ -38,6 +48,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
         else:
+            gc.collect()
+            _release_free_memory()
             self.base = _rss_bytes()
             self._stop = threading.Event()
             self._max = self.base

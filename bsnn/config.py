@@ -48,6 +48,7 @@ class RunConfig:
     threshold_granularity: str = "layer"
     binary_weights: str = "alpha"
     backend: str = "engine"
+    readout_delay: int = 0
     job_dir: str = "runs"
     results_file: str = "sim_result.txt"
     run_id: str | None = None
@@ -73,6 +74,9 @@ class RunConfig:
         if not isinstance(self.eval_size, int) or (self.eval_size < 1 and self.eval_size != -1):
             raise ConfigError(f"eval_size is {self.eval_size}",
                               "pass a positive --eval_size, or -1 for the whole set")
+        if not isinstance(self.readout_delay, int) or not 0 <= self.readout_delay < self.time:
+            raise ConfigError(f"readout delay {self.readout_delay} is outside [0, T)",
+                              f"pass --readout-delay between 0 and {self.time - 1}")
         if self.n_workers < -1:
             raise ConfigError(f"n_workers is {self.n_workers}", "pass 0 or more (-1: 4 per GPU)")
         for name, allowed in CHOICES.items():

@@ -196,7 +196,7 @@ class _Run:
         c = self.config
         net = conversion.network
         options = SimOptions(time=c.time, propagation=c.propagation, reset=c.reset, v0=c.v0,
-                             encoding=c.encoding, seed=c.seed)
+                             encoding=c.encoding, seed=c.seed, readout_delay=c.readout_delay)
         if c.backend == "bindsnet":
             from bsnn.backends.bindsnet import BindsnetBackend
 

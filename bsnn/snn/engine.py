@@ -27,6 +27,7 @@ class SimOptions:
     v0: str = "zero"  # or "half": initial potential theta / 2
     encoding: str = "constant"  # or "poisson"
     seed: int = 0
+    readout_delay: int = 0  # output ignores the first k steps (their currents are transients)
     time_chunk: int | None = None  # steps per chunk; None: chosen from a memory budget
 
 
@@ -121,6 +122,9 @@ class Engine:
                     s = s * layer.spike_amplitude
                 nxt = layers[i + 1] if i + 1 < len(layers) else output
                 currents = nxt.current(s.flatten(0, 1)).view(k, B, *nxt.shape)
+            if t0 < opt.readout_delay:
+                currents = currents.clone()
+                currents[: opt.readout_delay - t0] = 0
             running = out_sum + currents.cumsum(0)
             out_sum = running[-1]
             predicted = running.flatten(2).argmax(-1)  # (k, B)
