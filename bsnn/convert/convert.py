@@ -100,6 +100,9 @@ def _fan_out(ops: nn.Sequential, shape: tuple[int, ...]) -> torch.Tensor:
             masked._parameters = {"weight": (op.weight != 0).float(), "bias": None}
             mask_ops.append(masked)
             break
+        if isinstance(op, nn.AvgPool2d):  # count synapses (paths), not the 1/k^2 weights
+            op = nn.AvgPool2d(op.kernel_size, op.stride, op.padding, op.ceil_mode,
+                              op.count_include_pad, divisor_override=1)
         mask_ops.append(op)
     device = next((p.device for p in ops.parameters()), torch.device("cpu"))
     x = torch.zeros(1, *shape, device=device, requires_grad=True)
@@ -189,11 +192,12 @@ def _fold_alpha(ops: nn.Sequential, name: str, threshold: torch.Tensor | None,
     """Weights +-alpha -> +-1; alpha moves into a per-channel threshold and bias."""
     op = [m for m in ops if isinstance(m, WEIGHTED)][-1]
     w = op.weight.data
-    alpha = w.abs().flatten(1).mean(1)
-    if not torch.allclose(w.abs().flatten(1), alpha[:, None].expand(-1, w[0].numel())):
+    magnitude = w.abs().flatten(1)
+    alpha = magnitude[:, 0].clone()  # exact: every weight of a channel is +-alpha
+    if not torch.equal(magnitude, alpha[:, None].expand_as(magnitude)) or not (alpha > 0).all():
         raise ConversionError(f"{name}: weights are not +-alpha per output channel",
                               "use --binary-weights alpha for this model")
-    w.div_(alpha.view(-1, *([1] * (w.dim() - 1))))
+    w.copy_(torch.where(w >= 0, 1.0, -1.0))
     alpha_n = _per_channel(alpha, ndim) if alpha.numel() > 1 else alpha.reshape(())
     new_threshold = None if threshold is None else threshold / alpha_n
     new_bias = None if bias is None else bias / alpha

@@ -2,8 +2,9 @@
 
 torch.quantile fails above 2^24 elements and needs every value at once. Here each pass over the
 calibration data narrows a window around the wanted order statistics with a 4,096-bin histogram
-per group (a layer, or one channel); once few values are left in the window they are collected
-and the answer is read off exactly, with numpy's linear interpolation. Typically 3 passes; the
+per group (a layer, or one channel), shrunk to the extreme values seen in the chosen bins; once
+few values are left in the window (or they are all equal) they are collected and the answer is
+read off exactly, with numpy's linear interpolation. Typically 3 passes; the
 memory is the histogram plus the collected window, whatever the activation size.
 """
 
@@ -69,6 +70,7 @@ class StreamingPercentile:
             lo, hi = self.lo[g], self.hi[g]
             inside = (x >= lo) & (x < hi)
             if self._collect:
+                inside &= ~self._settled[g]
                 self._bucket.append((g[inside], x[inside]))
                 continue
             xi, gi = x[inside], g[inside]
@@ -79,8 +81,11 @@ class StreamingPercentile:
             b -= (xi < flat[gi * (BINS + 1) + b]).long()
             b += (xi >= flat[gi * (BINS + 1) + b + 1]).long()
             b = b.clamp_(0, BINS - 1)
-            self.hist += torch.bincount(gi * BINS + b, minlength=self.groups * BINS).view(
+            cell = gi * BINS + b
+            self.hist += torch.bincount(cell, minlength=self.groups * BINS).view(
                 self.groups, BINS)
+            self._bin_min.view(-1).scatter_reduce_(0, cell, xi, "amin")
+            self._bin_max.view(-1).scatter_reduce_(0, cell, xi, "amax")
 
     def end_pass(self) -> None:
         if self.pass_no == 0:
@@ -91,6 +96,7 @@ class StreamingPercentile:
             self.frac = pos - self.k0.double()
             self.k1 = torch.minimum(self.k0 + 1, self.n - 1)
             self.below = torch.zeros_like(self.n)
+            self._settled = torch.zeros_like(self.n, dtype=torch.bool)
             self.max = self.hi.float()
             self.hi = torch.nextafter(self.hi, torch.full_like(self.hi, math.inf))
         elif self._collect:
@@ -100,6 +106,9 @@ class StreamingPercentile:
             self._narrow()
         self.pass_no += 1
         self.hist = torch.zeros(self.groups, BINS, dtype=torch.long, device=self.n.device)
+        self._bin_min = torch.full(self.hist.shape, math.inf, dtype=torch.float64,
+                                   device=self.n.device)
+        self._bin_max = torch.full_like(self._bin_min, -math.inf)
         self._width = (self.hi - self.lo) / BINS
         self._edges = self.lo[:, None] + self._width[:, None] * torch.arange(
             BINS + 1, device=self.lo.device)
@@ -111,13 +120,15 @@ class StreamingPercentile:
         b0 = torch.searchsorted(cum, r0, right=True).squeeze(1).clamp_(max=BINS - 1)
         b1 = torch.searchsorted(cum, r1, right=True).squeeze(1).clamp_(max=BINS - 1)
         before = torch.where(b0 > 0, cum.gather(1, (b0 - 1).clamp(min=0)[:, None]).squeeze(1), 0)
-        new_lo = self._edges.gather(1, b0[:, None]).squeeze(1)
-        new_hi = torch.where(b1 == BINS - 1, self.hi,
-                             self._edges.gather(1, (b1 + 1)[:, None]).squeeze(1))
+        # the window shrinks to the smallest and largest value actually seen in its bins, so a
+        # block of equal values around the wanted ranks settles in one pass
+        new_lo = self._bin_min.gather(1, b0[:, None]).squeeze(1)
+        top = self._bin_max.gather(1, b1[:, None]).squeeze(1)
+        self._settled = new_lo == top
         self.below += before
         left = cum.gather(1, b1[:, None]).squeeze(1) - before
-        self.lo, self.hi = new_lo, new_hi
-        self._collect = int(left.sum()) <= COLLECT_CAP or bool((new_hi <= new_lo).all())
+        self.lo, self.hi = new_lo, torch.nextafter(top, torch.full_like(top, math.inf))
+        self._collect = int(left[~self._settled].sum()) <= COLLECT_CAP
 
     def _finish(self) -> None:
         g = torch.cat([b[0] for b in self._bucket]) if self._bucket else torch.empty(0)
@@ -128,7 +139,7 @@ class StreamingPercentile:
             vals = x[g == grp].sort().values
             i0 = int(self.k0[grp] - self.below[grp])
             i1 = int(self.k1[grp] - self.below[grp])
-            if vals.numel() == 0:  # a window narrowed below float resolution: all values equal
+            if self._settled[grp]:  # every value in the window is the same
                 out[grp] = self.lo[grp]
                 continue
             v0, v1 = vals[min(i0, vals.numel() - 1)], vals[min(i1, vals.numel() - 1)]

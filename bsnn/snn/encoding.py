@@ -23,5 +23,7 @@ def poisson_step(x: torch.Tensor, scale: float, seed: int, batch: int, step: int
 
 def poisson_steps(x: torch.Tensor, scale: float, seed: int, batch: int,
                   steps: range) -> torch.Tensor:
-    """Steps stacked along a new leading time axis."""
+    """Steps stacked along a new leading time axis (none for an empty range)."""
+    if not steps:
+        return x.new_zeros((0, *x.shape))
     return torch.stack([poisson_step(x, scale, seed, batch, t) for t in steps])

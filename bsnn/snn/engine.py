@@ -40,9 +40,14 @@ class BatchCounts:
     synops: torch.Tensor  # (spiking layers, T) float64
 
 
-def choose_chunk(net: SpikingNetwork, batch: int, time: int,
+def choose_chunk(net: SpikingNetwork, batch: int, time: int, device: torch.device,
                  budget_bytes: int = 256 << 20) -> int:
-    """Largest chunk whose spike and current maps for the widest layer fit the budget."""
+    """Steps per chunk. On CPU one step: the elementwise IF work is memory-bound and runs
+    fastest while a layer's maps stay in cache (measured: chunks of 2 and 4 steps were 4 % and
+    15 % slower on vgg8ab). On CUDA the largest chunk whose widest layer's spike and current
+    maps fit the budget: fewer, bigger kernel launches."""
+    if device.type != "cuda":
+        return 1
     widest = max(layer.neurons for layer in net.layers)
     per_step = 2 * 4 * widest * batch  # spikes + currents, float32
     return max(1, min(time, budget_bytes // max(per_step, 1)))
@@ -56,16 +61,20 @@ def _initial_potential(layer: SpikingLayer, batch: int, v0: str, like: torch.Ten
 
 
 def _integrate(v: torch.Tensor, currents: torch.Tensor, threshold: torch.Tensor,
-               reset: str, spikes: torch.Tensor) -> None:
-    """IF over the chunk's steps: integrate, spike at v >= theta, reset; spikes written out."""
+               reset: str, spikes: torch.Tensor, fired: torch.Tensor) -> None:
+    """IF over the chunk's steps: integrate, spike at v >= theta, reset; spikes written out.
+
+    `fired` is a bool scratch of v's shape: comparing into it and then copying is the fastest
+    unfused form measured on CPU (about 25 % faster than `spikes[i].copy_(v >= theta)`).
+    """
     for i in range(currents.shape[0]):
         v += currents[i]
-        s = spikes[i]
-        torch.ge(v, threshold, out=s) if s.dtype == torch.bool else s.copy_(v >= threshold)
+        torch.ge(v, threshold, out=fired)
+        spikes[i].copy_(fired)
         if reset == "subtract":
-            v.addcmul_(s, threshold, value=-1.0)
+            v.addcmul_(spikes[i], threshold, value=-1.0)
         else:
-            v.masked_fill_(s.bool(), 0.0)
+            v.masked_fill_(fired, 0.0)
 
 
 class Engine:
@@ -81,13 +90,14 @@ class Engine:
         T, B = opt.time, x.shape[0]
         layers, output = net.spiking, net.output
         delayed = opt.propagation == "delayed"
-        chunk = opt.time_chunk or choose_chunk(net, B, T)
+        chunk = opt.time_chunk or choose_chunk(net, B, T, x.device)
         dev, dtype = x.device, x.dtype
 
         correct = torch.zeros(T, dtype=torch.long, device=dev)
         spikes = torch.zeros(len(layers), T, dtype=torch.float64, device=dev)
         synops = torch.zeros(len(layers), T, dtype=torch.float64, device=dev)
         v = [_initial_potential(layer, B, opt.v0, x) for layer in layers]
+        fired = [torch.empty(t.shape, dtype=torch.bool, device=dev) for t in v]
         last = [torch.zeros((B, *layer.shape), dtype=dtype, device=dev) for layer in layers]
         out_sum = torch.zeros((B, *output.shape), dtype=dtype, device=dev)
         first = layers[0]
@@ -108,14 +118,14 @@ class Engine:
                 enc = poisson_steps(x, net.input_scale, opt.seed, batch_index,
                                     range(max(src.start, 0), src.stop))
                 if delayed and t0 == 0:
-                    enc = torch.cat([torch.zeros_like(enc[:1]), enc])
+                    enc = torch.cat([torch.zeros_like(x)[None], enc])
                 currents = first.current(enc.flatten(0, 1)).view(k, B, *first.shape)
             for i, layer in enumerate(layers):
                 s = torch.empty((k, B, *layer.shape), dtype=dtype, device=dev)
-                _integrate(v[i], currents, layer.threshold, opt.reset, s)
+                _integrate(v[i], currents, layer.threshold, opt.reset, s, fired[i])
                 per_neuron = s.view(k, B, -1).sum(1)  # (k, neurons)
                 spikes[i, t0:t0 + k] = per_neuron.sum(1, dtype=torch.float64)
-                synops[i, t0:t0 + k] = (per_neuron @ layer.fan_out).double()
+                synops[i, t0:t0 + k] = per_neuron.double() @ layer.fan_out.double()
                 if delayed:
                     s, last[i] = torch.cat([last[i][None], s[:-1]]), s[-1].clone()
                 if layer.spike_amplitude is not None:

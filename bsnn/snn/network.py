@@ -6,6 +6,7 @@ reference), so it holds plain tensors and modules and no simulation state.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -57,7 +58,8 @@ class SpikingLayer:
             return None if t is None else t.to(device)
 
         return replace(
-            self, ops=self.ops.to(device), bias=move(self.bias), threshold=move(self.threshold),
+            self, ops=copy.deepcopy(self.ops).to(device), bias=move(self.bias),
+            threshold=move(self.threshold),
             lam=move(self.lam), spike_amplitude=move(self.spike_amplitude),
             fan_out=move(self.fan_out),
         )

@@ -1,0 +1,120 @@
+"""A reference simulator for converted networks: obviously right, deliberately slow.
+
+Written from the specification (DESIGN.md §3), independently of `bsnn.snn.engine`: one batch,
+one time step at a time, one layer at a time, plain Python loops, float32 like the engine.
+It uses only what the conversion hands over (`SpikingNetwork`: ops, bias, threshold,
+spike_amplitude, fan_out, input_scale) and, for Poisson input, `poisson_step`, which defines
+the input spikes of step t.
+
+Semantics:
+- IF neuron: v += current; s = (v >= threshold); reset by subtraction (v -= s * threshold)
+  or to zero; v starts at 0 or threshold / 2.
+- Layer current = layer.ops(incoming * source.spike_amplitude, if any) + layer.bias.
+- same-step: at step t the layers update in order and a spike reaches the next layer in step t.
+- delayed: every connection (input -> first layer, layer -> layer, last layer -> output)
+  delivers what its source produced one step earlier; at step 0 each layer gets ops(0) + bias.
+- The output layer does not spike: its current is summed; the prediction at step t is the argmax
+  of the sum up to t.
+- Counters per spiking layer and step: spikes (over the batch), synops = sum over neurons of
+  spikes x fan_out (computed exactly, in float64).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bsnn.snn.encoding import poisson_step
+from bsnn.snn.network import SpikingLayer, SpikingNetwork
+
+
+@dataclass
+class ReferenceCounts:
+    correct: torch.Tensor  # (T,) int64
+    spikes: torch.Tensor  # (spiking layers, T) float64
+    synops: torch.Tensor  # (spiking layers, T) float64
+
+
+def _current(layer: SpikingLayer, incoming: torch.Tensor) -> torch.Tensor:
+    out = layer.ops(incoming)
+    if layer.bias is not None:
+        out = out + layer.bias
+    return out
+
+
+def _carried(source: SpikingLayer, spikes: torch.Tensor) -> torch.Tensor:
+    """What a source layer's spikes carry into the next layer."""
+    if source.spike_amplitude is None:
+        return spikes
+    return spikes * source.spike_amplitude
+
+
+@torch.no_grad()
+def simulate(
+    net: SpikingNetwork,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    time: int,
+    propagation: str = "same-step",
+    reset: str = "subtract",
+    v0: str = "zero",
+    encoding: str = "constant",
+    seed: int = 0,
+    batch_index: int = 0,
+) -> ReferenceCounts:
+    assert propagation in ("same-step", "delayed")
+    assert reset in ("subtract", "zero")
+    assert v0 in ("zero", "half")
+    assert encoding in ("constant", "poisson")
+    layers = net.layers[:-1]
+    output = net.layers[-1]
+    batch = x.shape[0]
+
+    potentials = []
+    for layer in layers:
+        v = torch.zeros((batch, *layer.shape), dtype=torch.float32)
+        if v0 == "half":
+            v = v + layer.threshold / 2
+        potentials.append(v)
+    # what each source emitted at the previous step (delayed propagation); nothing before step 0
+    previous_input = torch.zeros_like(x)
+    previous_spikes = [torch.zeros((batch, *layer.shape)) for layer in layers]
+    output_sum = torch.zeros((batch, *output.shape))
+
+    correct = torch.zeros(time, dtype=torch.long)
+    spikes = torch.zeros(len(layers), time, dtype=torch.float64)
+    synops = torch.zeros(len(layers), time, dtype=torch.float64)
+
+    for t in range(time):
+        if encoding == "constant":
+            this_input = x
+        else:
+            this_input = poisson_step(x, net.input_scale, seed, batch_index, t)
+        this_spikes: list[torch.Tensor] = []
+        for i, layer in enumerate(layers):
+            if i == 0:
+                incoming = previous_input if propagation == "delayed" else this_input
+            else:
+                source_spikes = (previous_spikes[i - 1] if propagation == "delayed"
+                                 else this_spikes[i - 1])
+                incoming = _carried(layers[i - 1], source_spikes)
+            current = _current(layer, incoming)
+            v = potentials[i] + current
+            s = (v >= layer.threshold).to(torch.float32)
+            if reset == "subtract":
+                v = v - s * layer.threshold
+            else:
+                v = torch.where(s > 0, torch.zeros_like(v), v)
+            potentials[i] = v
+            this_spikes.append(s)
+            spikes[i, t] = float(s.sum())
+            fan_out = layer.fan_out.double()
+            synops[i, t] = float((s.reshape(batch, -1).double() * fan_out).sum())
+        last = previous_spikes[-1] if propagation == "delayed" else this_spikes[-1]
+        output_sum = output_sum + _current(output, _carried(layers[-1], last))
+        predicted = output_sum.reshape(batch, -1).argmax(dim=1)
+        correct[t] = int((predicted == labels).sum())
+        previous_input = this_input
+        previous_spikes = this_spikes
+    return ReferenceCounts(correct, spikes, synops)
