@@ -104,14 +104,33 @@ def resolve_model_path(model: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _check_magic(path: Path) -> None:
+    """torch.save writes a zip archive (or, before torch 1.6, a pickle that opens with the
+    PROTO opcode); anything else (a text file, an image) is refused before unpickling."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path} ({e.strerror})",
+                              "check the path and its permissions") from None
+    if not head:
+        raise CheckpointError(f"{path} is empty", "copy or download the checkpoint again")
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (it starts with {head!r})",
+            "pass a file written by torch.save or `bsnn train`",
+        )
+
+
 def read_checkpoint(model: str | os.PathLike[str]) -> dict[str, Any]:
     """Load the raw dict safely (weights_only=True), with one clear message per failure."""
     path = resolve_model_path(model)
+    _check_magic(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        if any(s in text for s in ("Weights only load failed", "Unsupported global", "GLOBAL")):
             raise CheckpointError(
                 f"refused to load {path}: it holds Python objects, not just tensors "
                 "(a pickled module or code); nothing in it was run",
@@ -126,6 +145,11 @@ def read_checkpoint(model: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} is truncated or corrupt ({first})",
             "copy or download the checkpoint again",
+        ) from None
+    except Exception as e:
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint ({type(e).__name__}: {str(e)[:120]})",
+            "pass a file written by torch.save or `bsnn train`",
         ) from None
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return {"state_dict": obj}

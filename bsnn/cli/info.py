@@ -1,0 +1,111 @@
+"""`bsnn info MODEL`: what a checkpoint holds, before spending time converting it.
+
+Works on bsnn checkpoints, bundled names (`bundled:digits-fp`) and the original repository's
+files, which carry no metadata: for those it shows what the weights themselves tell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from bsnn.checkpoint import FORMAT, ModelMeta, read_checkpoint, resolve_model_path
+from bsnn.models import build_model
+from bsnn.models.binary import BinaryLayer
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="show a checkpoint's metadata: arch, data set, accuracy, recipe, versions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="a checkpoint file or bundled:NAME")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.set_defaults(func=run)
+
+
+def describe(model: str) -> dict[str, Any]:
+    """Everything `info` shows, as plain JSON-able data."""
+    path = resolve_model_path(model)
+    raw = read_checkpoint(model)
+    state: dict[str, torch.Tensor] = raw["state_dict"]
+    weights = {k: v for k, v in state.items() if k.endswith("weight")}
+    info: dict[str, Any] = {
+        "model": str(model),
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "parameters": sum(v.numel() for v in state.values() if v.is_floating_point()),
+        "tensors": len(state),
+    }
+    if raw.get("format") != FORMAT:
+        last = list(weights.values())[-1] if weights else None
+        info |= {
+            "layout": "original",
+            "note": "no bsnn metadata: original layout",
+            "weight_layers": len(weights),
+            "outputs": int(last.shape[0]) if last is not None and last.dim() == 2 else None,
+        }
+        return info
+    meta = ModelMeta.from_dict(raw["meta"])
+    info |= {"layout": "bsnn", **meta.to_dict()}
+    if meta.binary:
+        net = build_model(meta.arch, meta.num_classes, meta.input_shape, binary=True)
+        info["binary_layers"] = sum(isinstance(m, BinaryLayer) for m in net.modules())
+        info["weight_layers"] = len(weights)
+    if isinstance(raw.get("train_state"), dict):
+        info["epochs_done"] = int(raw["train_state"]["epoch"])
+    return info
+
+
+def _fmt_accuracy(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.2%}"
+
+
+def run(args: argparse.Namespace) -> int:
+    info = describe(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", info["model"])
+    if info["path"] != info["model"]:
+        table.add_row("file", info["path"])
+    table.add_row("size", f"{info['size_bytes'] / 1024:.1f} KiB")
+    table.add_row("parameters", f"{info['parameters']:,} in {info['tensors']} tensors")
+    if info["layout"] == "original":
+        table.add_row("metadata", info["note"])
+        table.add_row("weight layers", str(info["weight_layers"]))
+        if info["outputs"]:
+            table.add_row("outputs", f"{info['outputs']} (the last layer's; likely the classes)")
+        table.add_row("load with", "--arch ARCH --dataset DATASET (e.g. vgg15ab, cifar100)")
+    else:
+        table.add_row("arch", info["arch"])
+        table.add_row("weights", "binary" if info["binary"] else "full precision")
+        if info["binary"]:
+            table.add_row("binary layers", f"{info['binary_layers']} of {info['weight_layers']} "
+                                           "(first and last are full precision)")
+        table.add_row("data set", info["dataset"])
+        table.add_row("classes", str(info["num_classes"]))
+        table.add_row("input shape", " x ".join(map(str, info["input_shape"])))
+        table.add_row("mean / std", f"{info['mean']} / {info['std']}")
+        table.add_row("ANN accuracy", _fmt_accuracy(info["ann_accuracy"]))
+        if info["recipe"]:
+            table.add_row("recipe", ", ".join(f"{k}={v}" for k, v in info["recipe"].items()))
+        if info["versions"]:
+            table.add_row("versions", ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+        if info["source"]:
+            table.add_row("source", info["source"])
+        if "epochs_done" in info:
+            table.add_row("train state", f"{info['epochs_done']} epochs done; --resume continues")
+    Console(highlight=False).print(table)
+    return 0

@@ -1,0 +1,407 @@
+"""Training loops and the paper's recipes as presets.
+
+A `Recipe` is everything that decides what gets trained; `train()` runs it, keeps the best
+checkpoint (by validation accuracy) at `out` and a resumable state beside it at `<stem>.last.pt`.
+Progress goes to a callback, so the CLI, a notebook or a test can show it as they like (the core
+never imports rich or textual).
+
+Epochs are counted from 0 inside the code, as in the original training scripts (`if epoch in
+schedule`): "divide by 10 at 81" means epochs 0..80 use the base rate and epoch 81 the tenth.
+The learning rate and weight decay are pure functions of the epoch, so a resumed run only needs
+the epoch number to be on the same schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from bsnn.checkpoint import ModelMeta, load_state, read_checkpoint, save_checkpoint
+from bsnn.errors import CheckpointError, ConfigError, DeviceError
+from bsnn.models import DEFAULT_ARCH, build_model
+
+OPTIMIZERS = ("sgd", "adam")
+
+# Fields a resumed run must share with the run it continues; the rest (epochs, rates, batch
+# size) may change, e.g. `--resume --epochs 60` to train further.
+FIXED_ON_RESUME = ("dataset", "arch", "binary", "image_size", "val_split", "seed", "optimizer",
+                   "dropout")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyper-parameters, model and data set of one training run; stored in the checkpoint."""
+
+    dataset: str = "digits"
+    arch: str | None = None  # None: the data set's default architecture
+    binary: bool = False
+    batch_size: int = 128
+    epochs: int = 10
+    lr: float = 1e-2
+    lr_milestones: tuple[int, ...] = ()  # epochs at which the rate is multiplied by lr_gamma
+    lr_step: int = 0  # or: every lr_step epochs (0: off)
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    weight_decay_until: int | None = None  # from this epoch on, weight decay is 0
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    dropout: float = 0.1
+    seed: int = 0
+    val_split: float | None = None
+    image_size: int | None = None
+
+    @property
+    def model_arch(self) -> str:
+        return self.arch or DEFAULT_ARCH.get(self.dataset, "vgg8ab")
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate used during `epoch` (0-based)."""
+        drops = sum(epoch >= m for m in self.lr_milestones)
+        if self.lr_step > 0:
+            drops += epoch // self.lr_step
+        return self.lr * self.lr_gamma**drops
+
+    def weight_decay_at(self, epoch: int) -> float:
+        """Weight decay during `epoch`: the binary recipes switch it off after epoch 30."""
+        if self.weight_decay_until is not None and epoch >= self.weight_decay_until:
+            return 0.0
+        return self.weight_decay
+
+    def validate(self) -> Recipe:
+        """Raise ConfigError naming the first option that cannot work; return self."""
+        for name in ("batch_size", "epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} is {value}; it must be at least 1",
+                                  f"pass a positive --{name.replace('_', '-')}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate {self.lr} must be positive", "pass e.g. --lr 0.01")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight decay {self.weight_decay} is negative",
+                              "pass --weight-decay 0 or more")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer {self.optimizer!r} is not known",
+                              f"use one of: {', '.join(OPTIMIZERS)}")
+        if self.val_split is not None and not 0 < self.val_split < 1:
+            raise ConfigError(f"val_split {self.val_split} is outside (0, 1)",
+                              "pass e.g. --val-split 0.1")
+        if self.image_size is not None and self.image_size < 1:
+            raise ConfigError(f"image size {self.image_size} must be positive",
+                              "pass e.g. --image-size 224")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lr_milestones"] = list(self.lr_milestones)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        known = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        if "lr_milestones" in known:
+            known["lr_milestones"] = tuple(known["lr_milestones"])
+        if "betas" in known:
+            known["betas"] = tuple(known["betas"])
+        return cls(**known)
+
+
+PRESETS: dict[str, Recipe] = {
+    # The paper's table (the original repository's README, "Hyperparameter Settings").
+    "cifar100-fp": Recipe(dataset="cifar100", arch="vgg15ab", batch_size=256, epochs=200, lr=5e-2,
+                          lr_milestones=(81, 122), lr_gamma=0.1, weight_decay=1e-4,
+                          optimizer="sgd", momentum=0.9),
+    "cifar100-binary": Recipe(dataset="cifar100", arch="vgg15ab", binary=True, batch_size=256,
+                              epochs=200, lr=5e-4, lr_step=30, lr_gamma=0.5, weight_decay=5e-4,
+                              weight_decay_until=30, optimizer="adam"),
+    "imagenet-fp": Recipe(dataset="imagenet", arch="vgg15ab", batch_size=128, epochs=100, lr=1e-2,
+                          lr_step=30, lr_gamma=0.1, weight_decay=1e-4, optimizer="sgd",
+                          momentum=0.9),
+    "imagenet-binary": Recipe(dataset="imagenet", arch="vgg15ab", binary=True, batch_size=128,
+                              epochs=100, lr=5e-4, lr_step=30, lr_gamma=0.5, weight_decay=5e-4,
+                              weight_decay_until=30, optimizer="adam", betas=(0.0, 0.999)),
+    # CPU-sized recipes: the bundled digits models and a CIFAR-10 (or cifar10-2k) check.
+    "digits-fp": Recipe(dataset="digits", arch="vgg6ab", batch_size=32, epochs=30, lr=5e-2,
+                        lr_milestones=(20, 26), weight_decay=1e-4, optimizer="sgd"),
+    "digits-binary": Recipe(dataset="digits", arch="vgg6ab", binary=True, batch_size=32,
+                            epochs=40, lr=2e-3, lr_step=15, lr_gamma=0.5, weight_decay=5e-5,
+                            weight_decay_until=20, optimizer="adam"),
+    # About 65 s an epoch on 2 CPU cores for cifar10-2k (18,000 images): 7 + 7 epochs fit in 15
+    # minutes. Adam for both: without batch norm, SGD starts too slowly for so few epochs
+    # (cifar10-2k, 5,000 images, 4 epochs: 23 % with SGD 5e-2, 37 % with Adam 1e-3).
+    "cifar10-fp": Recipe(dataset="cifar10", arch="vgg8ab", batch_size=64, epochs=7, lr=1e-3,
+                         lr_milestones=(4, 6), lr_gamma=0.3, weight_decay=1e-4,
+                         optimizer="adam"),
+    "cifar10-binary": Recipe(dataset="cifar10", arch="vgg8ab", binary=True, batch_size=64,
+                             epochs=7, lr=2e-3, lr_milestones=(4, 6), lr_gamma=0.3,
+                             weight_decay=5e-5, weight_decay_until=4, optimizer="adam"),
+}
+
+
+def preset(name: str) -> Recipe:
+    """The recipe called `name`; ConfigError listing the presets otherwise."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}", f"use one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """auto | cpu | cuda | cuda:N -> a device that exists, or DeviceError saying why not."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {spec} was asked for, but this torch sees no CUDA GPU",
+                              "use --device cpu (or auto), or install a CUDA build of torch")
+        try:
+            device = torch.device(spec)
+        except RuntimeError:
+            raise ConfigError(f"device {spec!r} is not valid", "use cuda or cuda:N") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"{spec}: only {torch.cuda.device_count()} CUDA device(s) here",
+                              f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        return device
+    raise ConfigError(f"device {spec!r} is not known", "use auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Reported after every training batch; loss and accuracy are running means of the epoch."""
+
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Reported after every epoch's validation."""
+
+    epoch: int
+    epochs: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    val_accuracy: float
+    best_accuracy: float
+    improved: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainStart:
+    """Reported once, before the first batch."""
+
+    recipe: Recipe
+    start_epoch: int
+    train_size: int
+    val_size: int
+    device: str
+
+
+TrainEvent = TrainStart | BatchProgress | EpochResult
+Progress = Callable[[TrainEvent], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the best model is, how good it is, and the per-epoch history of this call."""
+
+    out: Path
+    last: Path
+    best_accuracy: float
+    best_epoch: int
+    history: tuple[EpochResult, ...]
+    seconds: float
+
+
+def last_state_path(out: str | Path) -> Path:
+    """The resumable state lives beside the best model: `model.pt` -> `model.last.pt`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.last{out.suffix}")
+
+
+def resume_recipe(out: str | Path) -> Recipe:
+    """The recipe stored in the resumable state of `out`, for `--resume` to start from."""
+    return Recipe.from_dict(_read_last_state(out)["train_state"]["recipe"])
+
+
+def _read_last_state(out: str | Path) -> dict[str, Any]:
+    last = last_state_path(out)
+    if not last.is_file():
+        raise CheckpointError(f"nothing to resume: {last} does not exist",
+                              "run without --resume to start a new training")
+    raw = read_checkpoint(last)
+    if not isinstance(raw.get("train_state"), dict):
+        raise CheckpointError(f"{last} holds no training state", "run without --resume")
+    return raw
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy (0..1) in eval mode: dropout off, no gradients, same answer every time."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += int((model(x).argmax(1) == y).sum())
+            total += y.numel()
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam; binary layers hand their full-precision shadow weights here."""
+    params = model.parameters()
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, betas=recipe.betas,
+                                weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Every epoch reseeds shuffling, augmentation and dropout: a resumed run is the same run."""
+    return seed * 100_003 + epoch
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    report: Callable[[int, int, float, float], None],
+) -> tuple[float, float]:
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_sum = 0.0
+    correct = seen = 0
+    batches = len(loader)
+    for i, (x, y) in enumerate(loader):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        loss = loss_fn(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = y.numel()
+        loss_sum += loss.item() * n
+        correct += int((out.argmax(1) == y).sum())
+        seen += n
+        report(i + 1, batches, loss_sum / seen, correct / seen)
+    if not math.isfinite(loss_sum):
+        raise ConfigError("training diverged (the loss is not finite)",
+                          "lower --lr, or check the data normalisation")
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+def train(
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    data: str | None = None,
+    device: str = "auto",
+    n_workers: int = 0,
+    resume: bool = False,
+    download: bool = False,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train `recipe`; keep the best model at `out` and the last state at `<stem>.last.pt`.
+
+    `data` is the data set's folder (None: the data module's default); `download` fetches
+    CIFAR into it when missing. With `resume`, the run continues from the last state's epoch,
+    optimiser and best accuracy; the recipe may change its epochs and rates but not its model
+    or data.
+    """
+    from bsnn import data as datasets  # torchvision is heavy: load it only when training
+
+    recipe.validate()
+    notify: Progress = progress or (lambda _event: None)
+    dev = resolve_device(device)
+    out = Path(out)
+    last = last_state_path(out)
+    started = time.perf_counter()
+
+    split = {"val_split": recipe.val_split, "image_size": recipe.image_size, "download": download}
+    train_set, info = datasets.load_split(recipe.dataset, "train", data, augment=True, **split)
+    val_set, _ = datasets.load_split(recipe.dataset, "val", data, **split)
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model_arch, info.num_classes, tuple(info.input_shape),
+                        binary=recipe.binary, dropout=recipe.dropout).to(dev)
+    optimizer = make_optimizer(model, recipe)
+    meta = ModelMeta(arch=recipe.model_arch, dataset=recipe.dataset,
+                     num_classes=info.num_classes, input_shape=tuple(info.input_shape),
+                     binary=recipe.binary, mean=tuple(info.mean), std=tuple(info.std),
+                     recipe=recipe.to_dict())
+
+    start_epoch, best_acc, best_epoch = 0, -1.0, -1
+    if resume:
+        raw = _read_last_state(out)
+        state = raw["train_state"]
+        saved = Recipe.from_dict(state["recipe"])
+        changed = [k for k in FIXED_ON_RESUME if getattr(saved, k) != getattr(recipe, k)]
+        if changed:
+            raise ConfigError(
+                f"--resume cannot change {', '.join(changed)} (the saved run has "
+                + ", ".join(f"{k}={getattr(saved, k)!r}" for k in changed) + ")",
+                "drop those options, or train into a new --out",
+            )
+        load_state(model, raw["state_dict"], str(last))
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"]
+        best_acc, best_epoch = state["best_accuracy"], state["best_epoch"]
+
+    pin = dev.type == "cuda"
+    val_loader = datasets.make_loader(val_set, recipe.batch_size, n_workers=n_workers,
+                                      pin_memory=pin)
+    notify(TrainStart(recipe, start_epoch, len(train_set), len(val_set), str(dev)))
+    history: list[EpochResult] = []
+    for epoch in range(start_epoch, recipe.epochs):
+        t0 = time.perf_counter()
+        lr = recipe.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"], group["weight_decay"] = lr, recipe.weight_decay_at(epoch)
+        torch.manual_seed(_epoch_seed(recipe.seed, epoch))
+        loader = datasets.make_loader(train_set, recipe.batch_size, shuffle=True,
+                                      n_workers=n_workers, pin_memory=pin,
+                                      seed=_epoch_seed(recipe.seed, epoch))
+
+        def report(batch: int, batches: int, loss: float, acc: float, epoch: int = epoch) -> None:
+            notify(BatchProgress(epoch, recipe.epochs, batch, batches, loss, acc))
+
+        train_loss, train_acc = _train_epoch(model, loader, optimizer, dev, report)
+        val_acc = evaluate(model, val_loader, dev)
+        improved = val_acc > best_acc
+        if improved:
+            best_acc, best_epoch = val_acc, epoch
+            meta.ann_accuracy = val_acc
+            meta.recipe = {**recipe.to_dict(), "best_epoch": epoch + 1}
+            save_checkpoint(out, model, meta)
+        save_checkpoint(last, model, replace(meta, ann_accuracy=val_acc), train_state={
+            "epoch": epoch + 1,
+            "optimizer": optimizer.state_dict(),
+            "best_accuracy": best_acc,
+            "best_epoch": best_epoch,
+            "recipe": recipe.to_dict(),
+        })
+        result = EpochResult(epoch, recipe.epochs, lr, train_loss, train_acc, val_acc, best_acc,
+                             improved, time.perf_counter() - t0)
+        history.append(result)
+        notify(result)
+    return TrainResult(out, last, best_acc, best_epoch, tuple(history),
+                       time.perf_counter() - started)

@@ -1,0 +1,185 @@
+"""Checkpoints: round trip, the original repository's layout, and files that must be refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bsnn.checkpoint import ModelMeta, load_model, read_checkpoint, save_checkpoint
+from bsnn.errors import CheckpointError
+from bsnn.models import build_model
+
+CIFAR100 = {"arch": "vgg15ab", "dataset": "cifar100", "num_classes": 100,
+            "input_shape": (3, 32, 32)}
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def vgg15_cifar100() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("vgg15ab", 100, (3, 32, 32))
+
+
+def _original_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Keys as the original wrote them: `model.features = DataParallel(model.features)`."""
+    return {k.replace("features.", "features.module.", 1): v.clone()
+            for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_round_trip_keeps_weights_and_metadata(tmp_path: Path, binary: bool) -> None:
+    torch.manual_seed(1)
+    net = build_model("vgg6ab", 10, (1, 8, 8), binary=binary)
+    meta = ModelMeta(arch="vgg6ab", dataset="digits", num_classes=10, input_shape=(1, 8, 8),
+                     binary=binary, mean=(0.5,), std=(0.25,), ann_accuracy=0.97,
+                     recipe={"lr": 0.05, "lr_milestones": [20, 26]})
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, net, meta)
+    loaded, meta2 = load_model(path)
+    assert _same_weights(net, loaded)
+    assert meta2 == meta
+    assert not loaded.training
+    assert not list(tmp_path.glob("*.tmp"))  # the atomic write leaves no temp file
+
+
+def test_train_state_survives_the_safe_loader(tmp_path: Path) -> None:
+    net = build_model("vgg6ab", 10, (1, 8, 8))
+    opt = torch.optim.Adam(net.parameters(), betas=(0.0, 0.999))
+    net(torch.randn(2, 1, 8, 8)).sum().backward()
+    opt.step()
+    meta = ModelMeta(arch="vgg6ab", dataset="digits", num_classes=10, input_shape=(1, 8, 8))
+    save_checkpoint(tmp_path / "s.pt", net, meta, train_state={"epoch": 3,
+                                                                "optimizer": opt.state_dict()})
+    state = read_checkpoint(tmp_path / "s.pt")["train_state"]
+    assert state["epoch"] == 3
+    assert state["optimizer"]["param_groups"][0]["betas"] == (0.0, 0.999)
+
+
+@pytest.mark.parametrize("wrapper", ["dict", "bare"])
+def test_original_layout_vgg15ab_loads(tmp_path: Path, vgg15_cifar100: nn.Module,
+                                       wrapper: str) -> None:
+    state = _original_state(vgg15_cifar100)
+    assert "features.module.0.weight" in state and "classifier.4.weight" in state
+    payload = {"epoch": 200, "arch": "vgg15ab", "best_prec1": 64.9, "state_dict": state}
+    path = tmp_path / "model_best.pth.tar"
+    torch.save(payload if wrapper == "dict" else state, path)
+    loaded, meta = load_model(path, **CIFAR100)
+    assert _same_weights(loaded, vgg15_cifar100)
+    assert (meta.arch, meta.dataset, meta.num_classes, meta.input_shape) == (
+        "vgg15ab", "cifar100", 100, (3, 32, 32))
+    assert meta.source == "original layout"
+
+
+def test_original_layout_without_arch_is_refused_with_a_fix(tmp_path: Path,
+                                                           vgg15_cifar100: nn.Module) -> None:
+    path = tmp_path / "orig.pth"
+    torch.save({"state_dict": _original_state(vgg15_cifar100)}, path)
+    with pytest.raises(CheckpointError, match="no bsnn metadata") as err:
+        load_model(path)
+    assert "--arch" in err.value.fix
+
+
+def test_other_class_count_is_refused_naming_the_layer(tmp_path: Path,
+                                                       vgg15_cifar100: nn.Module) -> None:
+    path = tmp_path / "orig.pth"
+    torch.save({"state_dict": _original_state(vgg15_cifar100)}, path)
+    with pytest.raises(CheckpointError, match=r"classifier\.4\.weight"):
+        load_model(path, **{**CIFAR100, "num_classes": 10})
+
+
+def test_other_arch_is_refused_naming_missing_and_unexpected_keys(tmp_path: Path) -> None:
+    small = build_model("vgg8ab", 100, (3, 32, 32))
+    path = tmp_path / "vgg8.pth"
+    torch.save({"state_dict": _original_state(small)}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_model(path, **CIFAR100)
+    message = err.value.message
+    assert "missing keys" in message and "features.24.weight" in message
+    assert "does not fit" in message
+
+
+def test_metadata_contradicting_the_request_is_refused(tmp_path: Path) -> None:
+    net = build_model("vgg6ab", 10, (1, 8, 8))
+    meta = ModelMeta(arch="vgg6ab", dataset="digits", num_classes=10, input_shape=(1, 8, 8))
+    save_checkpoint(tmp_path / "d.pt", net, meta)
+    with pytest.raises(CheckpointError, match="digits model"):
+        load_model(tmp_path / "d.pt", dataset="cifar100")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint(tmp_path / "nope.pt")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        read_checkpoint(tmp_path / "empty.pt")
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    net = build_model("vgg6ab", 10, (1, 8, 8))
+    meta = ModelMeta(arch="vgg6ab", dataset="digits", num_classes=10, input_shape=(1, 8, 8))
+    save_checkpoint(tmp_path / "full.pt", net, meta)
+    data = (tmp_path / "full.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(tmp_path / "cut.pt")
+
+
+@pytest.mark.parametrize("text", ["these are not weights\n", '{"state_dict": {}}\n', "#!/bin/sh\n"])
+def test_text_file_is_refused_as_not_a_checkpoint(tmp_path: Path, text: str) -> None:
+    (tmp_path / "notes.pt").write_text(text)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(tmp_path / "notes.pt")
+    assert "Python objects" not in err.value.message  # a text file is not a pickled module
+
+
+def test_folder_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="folder"):
+        read_checkpoint(tmp_path)
+
+
+class _Exploit:
+    """Unpickling this runs `exec`, which creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+def test_pickle_that_runs_code_is_refused_and_the_code_does_not_run(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": _Exploit(marker)}, path)
+    with pytest.raises(CheckpointError, match="nothing in it was run"):
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError):
+        load_model(path, **CIFAR100)
+    assert not marker.exists()
+    # the payload is real: the unsafe loader does run it
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_pickled_whole_module_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "whole.pt"
+    torch.save(build_model("vgg6ab", 10, (1, 8, 8)), path)
+    with pytest.raises(CheckpointError, match="Python objects") as err:
+        read_checkpoint(path)
+    assert "state_dict" in err.value.fix
+
+
+def test_non_model_payload_is_refused(tmp_path: Path) -> None:
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="not a model's state dict"):
+        read_checkpoint(tmp_path / "list.pt")

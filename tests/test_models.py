@@ -1,0 +1,177 @@
+"""The VGGs keep the original repository's layout; binary layers compute exactly sign(W) * alpha."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bsnn.models import ARCHS, DEFAULT_ARCH, BinaryConv2d, BinaryLinear, build_model
+from bsnn.models.binary import binarize
+
+
+def _original_features() -> list[tuple[str, object]]:
+    """The original vgg.py's `features`, module by module: conv (in, out), pool ceil_mode."""
+    layers: list[tuple[str, object]] = []
+    channels = 3
+    blocks = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
+    for b, block in enumerate(blocks):
+        for i, out in enumerate(block):
+            layers.append(("Conv2d", (channels, out)))
+            channels = out
+            if i < len(block) - 1:
+                layers += [("ReLU", None), ("Dropout", 0.1)]
+        layers += [("AvgPool2d", b >= 2), ("ReLU", None)]
+    return layers
+
+
+def _describe(module: nn.Module) -> tuple[str, object]:
+    if isinstance(module, nn.Conv2d):
+        assert module.kernel_size == (3, 3) and module.padding == (1, 1) and module.bias is None
+        return "Conv2d", (module.in_channels, module.out_channels)
+    if isinstance(module, nn.AvgPool2d):
+        assert module.kernel_size == 2 and module.stride == 2
+        return "AvgPool2d", module.ceil_mode
+    if isinstance(module, nn.Dropout):
+        return "Dropout", module.p
+    return type(module).__name__, None
+
+
+@pytest.fixture(scope="module")
+def cifar_vgg15() -> nn.Module:
+    return build_model("vgg15ab", 100, (3, 32, 32))
+
+
+def test_vgg15ab_features_match_the_original_module_by_module(cifar_vgg15: nn.Module) -> None:
+    assert [_describe(m) for m in cifar_vgg15.features] == _original_features()
+
+
+def test_vgg15ab_state_dict_keys_are_the_originals(cifar_vgg15: nn.Module) -> None:
+    conv_indices = [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36]
+    expected = [f"features.{i}.weight" for i in conv_indices]
+    expected += ["classifier.1.weight", "classifier.4.weight"]
+    assert list(cifar_vgg15.state_dict()) == expected
+
+
+def test_avg_pool_comes_before_relu_in_every_block(cifar_vgg15: nn.Module) -> None:
+    mods = list(cifar_vgg15.features)
+    pools = [i for i, m in enumerate(mods) if isinstance(m, nn.AvgPool2d)]
+    assert len(pools) == 5
+    for i in pools:
+        assert isinstance(mods[i - 1], nn.Conv2d) and isinstance(mods[i + 1], nn.ReLU)
+    assert not any(isinstance(m, nn.MaxPool2d | nn.BatchNorm2d) for m in cifar_vgg15.modules())
+
+
+def test_vgg15ab_cifar100_shapes(cifar_vgg15: nn.Module) -> None:
+    sd = cifar_vgg15.state_dict()
+    assert sd["classifier.1.weight"].shape == (4096, 512)
+    assert sd["classifier.4.weight"].shape == (100, 4096)
+    assert sum(k.startswith("features.") for k in sd) == 13
+    cifar_vgg15.eval()
+    with torch.no_grad():
+        assert cifar_vgg15(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_vgg15ab_imagenet_shapes() -> None:
+    net = build_model("vgg15ab", 1000, (3, 224, 224)).eval()
+    assert net.state_dict()["classifier.1.weight"].shape == (4096, 512 * 7 * 7)
+    assert net.state_dict()["classifier.4.weight"].shape == (1000, 4096)
+    with torch.no_grad():
+        assert net.features(torch.randn(1, 3, 224, 224)).shape == (1, 512, 7, 7)
+
+
+def test_default_archs_build_for_their_data_sets() -> None:
+    shapes = {"digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10)}
+    for dataset, (shape, classes) in shapes.items():
+        net = build_model(DEFAULT_ARCH[dataset], classes, shape).eval()
+        with torch.no_grad():
+            assert net(torch.randn(3, *shape)).shape == (3, classes)
+    assert set(DEFAULT_ARCH.values()) <= set(ARCHS)
+
+
+def _weight_with_zeros(*shape: int) -> torch.Tensor:
+    w = torch.randn(*shape) * 0.5
+    w.view(-1)[::7] = 0.0  # sign(0) must be +1
+    return w
+
+
+def _used_weight(w: torch.Tensor) -> torch.Tensor:
+    """sign(W) * alpha written out independently of bsnn: sign(0) = +1, alpha = mean |W|."""
+    signs = torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
+    alpha = w.abs().reshape(w.shape[0], -1).mean(dim=1)
+    return signs * alpha.view(-1, *([1] * (w.dim() - 1)))
+
+
+def test_binary_conv_forward_is_exactly_conv_with_sign_times_alpha() -> None:
+    torch.manual_seed(0)
+    layer = BinaryConv2d(4, 6, 3, 1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(_weight_with_zeros(6, 4, 3, 3))
+    x = torch.randn(2, 4, 5, 5)
+    expected = F.conv2d(x, _used_weight(layer.weight.detach()), None, 1, 1)
+    assert torch.equal(layer(x), expected)
+
+
+def test_binary_linear_forward_is_exactly_linear_with_sign_times_alpha() -> None:
+    torch.manual_seed(1)
+    layer = BinaryLinear(12, 5, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(_weight_with_zeros(5, 12))
+    x = torch.randn(3, 12)
+    assert torch.equal(layer(x), F.linear(x, _used_weight(layer.weight.detach())))
+
+
+def test_straight_through_gradient_reaches_the_shadow_weights() -> None:
+    """dL/dW = alpha * G * [|W| <= 1] (sign, straight through) + sign(W) * sum(G sign(W)) / n."""
+    torch.manual_seed(2)
+    w = (torch.randn(3, 8) * 1.2).requires_grad_()  # some |w| > 1
+    upstream = torch.randn(3, 8)
+    (binarize(w) * upstream).sum().backward()
+    wd = w.detach()
+    n = wd.shape[1]
+    alpha = wd.abs().mean(dim=1, keepdim=True)
+    through_sign = alpha * upstream * (wd.abs() <= 1)
+    through_alpha = torch.sign(wd) * (upstream * torch.sign(wd)).sum(1, keepdim=True) / n
+    assert w.grad is not None
+    assert torch.allclose(w.grad, through_sign + through_alpha, atol=1e-6)
+    outside = wd.abs() > 1
+    assert outside.any() and (~outside).any()
+    # where |W| > 1 the straight-through part is cut: only the scale's gradient is left
+    assert torch.allclose(w.grad[outside], through_alpha[outside], atol=1e-6)
+
+
+def test_binary_model_trains_its_shadow_weights() -> None:
+    torch.manual_seed(3)
+    net = build_model("vgg6ab", 10, (1, 8, 8), binary=True)
+    loss = F.cross_entropy(net(torch.randn(4, 1, 8, 8)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("arch, shape", [("vgg15ab", (3, 32, 32)), ("vgg6ab", (1, 8, 8))])
+def test_first_and_last_layers_stay_full_precision(arch: str, shape: tuple[int, int, int]) -> None:
+    net = build_model(arch, 10, shape, binary=True)
+    weighted = [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert type(weighted[0]) is nn.Conv2d
+    assert type(weighted[-1]) is nn.Linear
+    assert all(isinstance(m, BinaryConv2d | BinaryLinear) for m in weighted[1:-1])
+    assert list(net.state_dict()) == list(build_model(arch, 10, shape).state_dict())
+
+
+def test_binary_form_rebuilds_the_weight_the_forward_uses() -> None:
+    torch.manual_seed(4)
+    net = build_model("vgg6ab", 10, (1, 8, 8), binary=True)
+    binary_layers = [m for m in net.modules() if isinstance(m, BinaryConv2d | BinaryLinear)]
+    assert len(binary_layers) == 4
+    for layer in binary_layers:
+        with torch.no_grad():
+            layer.weight.view(-1)[::5] = 0.0
+        signs, alpha = layer.binary_form()
+        assert signs.dtype == torch.int8
+        assert set(signs.unique().tolist()) <= {-1, 1}
+        assert alpha.shape == (layer.weight.shape[0],)
+        rebuilt = signs.to(alpha.dtype) * alpha.view(-1, *([1] * (signs.dim() - 1)))
+        assert torch.equal(rebuilt, _used_weight(layer.weight.detach()))
+        assert torch.equal(rebuilt, binarize(layer.weight).detach())
