@@ -8,6 +8,7 @@ written from the events so far, so a failure or a cancel keeps what was done.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import socket
@@ -73,6 +74,8 @@ def append_results_line(config: RunConfig, seconds: float, accuracy_pct: float) 
     line = ",".join(map(str, [config.seed, config.time, config.batch_size, seconds,
                               accuracy_pct])) + "\n"
     with open(path, "a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # concurrent runs share this file: one header, whole lines
+        f.seek(0, os.SEEK_END)
         if f.tell() == 0:
             f.write(RESULTS_HEADER)
         f.write(line)
@@ -132,7 +135,7 @@ class _Run:
         train_set, info = load_split(dataset, "train", c.data, **split_kw)
         val_set, _ = load_split(dataset, "val", c.data, **split_kw)
         model, meta = load_model(
-            c.model, raw=raw, dataset=c.dataset, num_classes=info.num_classes,
+            c.model, raw=raw, dataset=c.dataset, num_classes=None if ours else info.num_classes,
             arch=c.arch or (None if ours else DEFAULT_ARCH.get(dataset, "vgg15ab")),
             input_shape=info.input_shape,
         )

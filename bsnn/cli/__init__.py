@@ -1,4 +1,4 @@
-"""The `bsnn` command line: train, convert, info, report, bench, runs, cancel.
+"""The `bsnn` command line: train, convert, info, report, runs, cancel.
 
 Each subcommand lives in its own module with `register(subparsers)`; this module turns every
 BsnnError into one clear message and exit code 2, without a traceback.
@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 from bsnn.errors import BsnnError
 
-SUBCOMMANDS = ("train", "convert", "info", "report", "runs")
+SUBCOMMANDS = ("train", "convert", "info", "report", "runs", "cancel", "bench")
+
+EXIT_CODES = """exit codes:
+  0    finished (for --detach: the run started)
+  1    the run was cancelled, or failed unexpectedly (the traceback is in the run folder)
+  2    bad input: a missing or unsafe file, a wrong option, no CUDA, an unwritable job dir...
+       (one line names the problem, one the fix)
+  130  interrupted with Ctrl-C (a run still writes `cancelled` and its partial summary)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bsnn",
         description="Binary / full-precision ANN -> spiking network conversion and simulation.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
@@ -46,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BsnnError as err:
         report_error(err)
         return err.exit_code
+    except OSError as err:  # a file problem no subcommand foresaw: still one clear message
+        where = f" ({err.filename})" if err.filename else ""
+        report_error(BsnnError(f"{err.strerror or err}{where}",
+                               "check the path, its permissions and the free disk space"))
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
 
 from bsnn.config import CHOICES, RunConfig
+from bsnn.events import Event
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,22 +71,74 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Convert an ANN to a spiking network and simulate T steps.")
     add_run_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
+    p.add_argument("--detach", action="store_true",
+                   help="run in the background, immune to a closed terminal; prints the run "
+                        "folder, to follow with `bsnn-tui --attach` and stop with `bsnn cancel`")
     p.set_defaults(func=main)
+
+
+class _Interrupts:
+    """SIGINT / SIGTERM ask the run to stop at its next batch boundary (a second SIGINT stops at
+    once), so Ctrl-C still leaves a `cancelled` event and a partial summary."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may set handlers; the caller handles signals
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum: int, _frame: Any) -> None:
+        self.received = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(f"\n{signal.Signals(signum).name}: cancelling at the end of this batch "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
 
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bsnn.cli.progress import ProgressPrinter, print_summary
+    from bsnn.detach import cancel_requested, new_run_id, start_detached
     from bsnn.run import run
 
     config = config_from_args(args).validate()
     console = Console()
+    if args.detach:
+        with console.status("starting the engine and checking the inputs..."):
+            run_dir = start_detached(config)
+        console.print(f"run started in the background: [bold]{run_dir}[/]\n"
+                      f"  follow it:  bsnn-tui --attach {run_dir}\n"
+                      f"  cancel it:  bsnn cancel {run_dir}\n"
+                      f"  list runs:  bsnn runs {run_dir.parent}", highlight=False, soft_wrap=True)
+        return 0
+    config.run_id = config.run_id or new_run_id()
+    run_dir = Path(config.job_dir) / config.run_id
     printer = None if args.quiet else ProgressPrinter(console)
-    try:
-        summary = run(config, emit=printer)
-    finally:
-        if printer is not None:
-            printer.stop()
+
+    def warnings_only(event: Event) -> None:  # --quiet still says what it changed
+        if event["type"] == "warning":
+            console.print(f"[yellow]warning:[/] {event['message']}")
+
+    with _Interrupts() as interrupts:
+        try:
+            summary = run(config, emit=printer or warnings_only,
+                          cancel=lambda: interrupts.received is not None
+                          or cancel_requested(run_dir))
+        finally:
+            if printer is not None:
+                printer.stop()
     print_summary(console, summary)
-    return 0 if summary["status"] == "finished" else 1
+    if summary["status"] == "finished":
+        return 0
+    console.print(f"run {summary['status']} after {summary['images']} images; partial summary "
+                  f"in {run_dir}", highlight=False)
+    return 130 if interrupts.received == signal.SIGINT else 1

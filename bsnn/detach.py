@@ -1,0 +1,272 @@
+"""Runs that outlive the terminal, and cancelling a run from another process.
+
+A detached run is a separate Python process in a session of its own, with SIGHUP ignored, so a
+dropped SSH connection or a closed laptop does not stop it; it writes the same
+`<job-dir>/<run-id>/events.jsonl` as any run, so any viewer can follow it. Cancelling is a file:
+`request_cancel(run_dir)` drops a `cancel` marker that the engine checks once per batch, which
+works from any process (even on another host sharing the file system) and needs no pid.
+
+The API, shared by the CLI and the dashboard:
+  new_run_id()                   a unique run id, so a caller knows the run dir before it starts
+  start_detached(config)         spawn the engine; returns the run dir once the run has started
+  request_cancel(run_dir)        ask a run to stop at its next batch boundary
+  cancel_requested(run_dir)      the engine's side of it
+  run_status(run_dir)            running | finished | failed | cancelled | interrupted
+  wait_until_done(run_dir, ...)  block until the run has ended (or the timeout passes)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bsnn import errors
+from bsnn.config import RunConfig
+from bsnn.errors import BsnnError, RunStorageError
+from bsnn.events import EVENTS_FILE, TERMINAL, Event, read_events
+
+CANCEL_FILE = "cancel"
+ENGINE_LOG = "engine.log"
+_POLL_S = 0.05
+
+
+def new_run_id() -> str:
+    """Time-based and random: two runs started in the same second still get distinct ids."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def request_cancel(run_dir: str | os.PathLike[str]) -> None:
+    """Write the cancel marker atomically; the run stops at its next batch boundary."""
+    path = Path(run_dir) / CANCEL_FILE
+    tmp = path.with_name(f".{CANCEL_FILE}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(f"cancel requested by pid {os.getpid()} at {time.time():.3f}\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RunStorageError(f"cannot write {path}: {e.strerror}",
+                              "check the run folder is writable (or stop the engine with "
+                              "kill -TERM PID)") from None
+
+
+def cancel_requested(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether someone asked this run to stop (a stat per call: cheap enough per batch)."""
+    return (Path(run_dir) / CANCEL_FILE).exists()
+
+
+def _events(run_dir: Path) -> list[Event]:
+    log = run_dir / EVENTS_FILE
+    return read_events(log) if log.is_file() else []
+
+
+def run_status(run_dir: str | os.PathLike[str]) -> str:
+    """The run's status as `bsnn.report.summarize` sees it; RunStorageError if there is no run."""
+    from bsnn.report import summarize
+
+    run_dir = Path(run_dir)
+    if not (run_dir / EVENTS_FILE).is_file():
+        raise RunStorageError(f"{run_dir} is not a run folder (it has no {EVENTS_FILE})",
+                              "pass a run folder; `bsnn runs JOB_DIR` lists them")
+    return str(summarize(_events(run_dir))["status"])
+
+
+def wait_until_done(run_dir: str | os.PathLike[str], timeout_s: float | None = None) -> str:
+    """Poll until the run has ended and its summary files are written; return its status
+    (`running` on timeout)."""
+    run_dir = Path(run_dir)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        status = run_status(run_dir)
+        if status != "running" and _exports_done(run_dir, status):
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)
+
+
+def _exports_done(run_dir: Path, status: str) -> bool:
+    """The engine writes summary.json after its terminal event, then exits; an interrupted run
+    has no one left to write it."""
+    if status == "interrupted":
+        return True
+    started = next((e for e in _events(run_dir) if e["type"] == "started"), {})
+    local = started.get("host") in (None, socket.gethostname())
+    if local and started.get("pid") and not _pid_alive(int(started["pid"])):
+        return True
+    # Still exporting, or a process that lives on (a dashboard, another host): write_exports
+    # writes summary.json, then accuracy.png when there is a curve to plot.
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        if summary.get("status") != status:
+            return False
+        png = run_dir / "accuracy.png"
+        return not summary.get("accuracy_per_step") or (
+            png.is_file() and png.stat().st_mtime >= (run_dir / "summary.json").stat().st_mtime)
+    except (OSError, ValueError):
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _log_tail(paths: list[Path], lines: int = 15) -> str:
+    for path in paths:
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            return "\n".join(text[-lines:])
+    return ""
+
+
+def _error_from(event: Event) -> BsnnError:
+    """The BsnnError a `failed` event describes; exit code 1 when it was not bad input."""
+    cls = getattr(errors, str(event.get("error")), None)
+    if isinstance(cls, type) and issubclass(cls, BsnnError):
+        return cls(event.get("message", ""), event.get("fix", ""))
+    err = BsnnError(f"the run failed: {event.get('error')}: {event.get('message')}",
+                    event.get("fix", ""))
+    err.exit_code = 1
+    return err
+
+
+def start_detached(config: RunConfig, wait_for: str | None = "simulate",
+                   timeout_s: float = 300.0) -> Path:
+    """Start `config` as an engine process of its own; return its run dir (absolute).
+
+    The cheap checks (options, device, model path, job dir) run here, so a typo fails at once.
+    With `wait_for` (a phase name), this also waits until the run reaches that phase: by
+    `simulate` the model, data and conversion have been checked, so bad input raises its
+    BsnnError here instead of ending up only in the run's log. With None it returns as soon as
+    the run has written its first event. Raises BsnnError if the engine dies first, with the end
+    of its `engine.log`.
+    """
+    from bsnn.checkpoint import resolve_model_path
+    from bsnn.run import resolve_device
+
+    config = RunConfig.from_dict(config.to_dict()).validate()
+    config.run_id = config.run_id or new_run_id()
+    resolve_device(config.device)
+    resolve_model_path(config.model)
+    job_dir = Path(config.job_dir).absolute()
+    run_dir = job_dir / config.run_id
+    if run_dir.exists():
+        raise RunStorageError(f"run {config.run_id} already exists in {job_dir}",
+                              "pick another --run-id")
+    # The engine creates the run dir itself; until then its output goes to a hidden file in the
+    # job dir, which it moves to <run-dir>/engine.log once the folder exists.
+    early_log = job_dir / f".{config.run_id}.{ENGINE_LOG}"
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        log = open(early_log, "wb")  # noqa: SIM115 - handed to the child, closed below
+    except OSError as e:
+        raise RunStorageError(f"cannot write in the job dir {job_dir}: {e.strerror}",
+                              "choose a writable --job-dir") from None
+    with log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bsnn.detach", json.dumps(config.to_dict())],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True,
+        )
+    # A long-lived caller (the dashboard, a test) reaps the engine when it ends, so that a
+    # killed engine does not linger as a zombie that still looks alive.
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+
+    logs = [run_dir / ENGINE_LOG, early_log]
+    deadline = time.monotonic() + timeout_s
+    for event in _watch(run_dir, proc, deadline):
+        if event["type"] == "failed":
+            raise _error_from(event)
+        if event["type"] in TERMINAL or wait_for is None or (
+                event["type"] == "phase" and event.get("name") == wait_for):
+            return run_dir
+    if proc.poll() is None:  # still alive, just slow: the run goes on
+        return run_dir
+    tail = _log_tail(logs)
+    if not run_dir.exists():  # nothing else to keep: the message carries the log
+        early_log.unlink(missing_ok=True)
+    raise BsnnError(f"the detached engine exited (code {proc.returncode}) before its run "
+                    f"started; the end of its log:\n{tail or '(empty)'}",
+                    "fix what the log names and start the run again")
+
+
+def _watch(run_dir: Path, proc: subprocess.Popen[bytes], deadline: float) -> Iterator[Event]:
+    """The run's events as they appear, until the engine exits or the deadline passes."""
+    seen = 0
+    while time.monotonic() < deadline:
+        exited = proc.poll() is not None
+        events = _events(run_dir)
+        yield from events[seen:]
+        seen = len(events)
+        if exited:
+            return
+        time.sleep(_POLL_S)
+
+
+class _Engine:
+    """The detached process: plain-text progress to engine.log, signals turned into a cancel."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.job_dir = Path(config.job_dir).absolute()
+        self.run_dir = self.job_dir / str(config.run_id)
+        self.stop = threading.Event()
+
+    def emit(self, event: Event) -> None:
+        kind = event["type"]
+        if kind == "started":
+            early = self.job_dir / f".{self.config.run_id}.{ENGINE_LOG}"
+            if early.exists():
+                os.replace(early, self.run_dir / ENGINE_LOG)  # our stdout follows the file
+            self.say(f"started run {event['run_id']} pid {event['pid']} on {event['device']}")
+        elif kind == "phase":
+            self.say(f"{event['name']}: {event['message']}")
+        elif kind == "warning":
+            self.say(f"warning: {event['message']}")
+        elif kind == "batch_done":
+            acc = event["correct_per_step"][-1] / max(1, event["images"])
+            self.say(f"batch {event['batch']}: {event['images']}/{event['images_total']} images, "
+                     f"SNN accuracy {100 * acc:.2f} %")
+        elif kind in TERMINAL:
+            self.say(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in event.items()
+                                             if k not in ("type", "time", "seq")))
+
+    @staticmethod
+    def say(text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        self.say(f"{signal.Signals(signum).name}: cancelling at the next batch boundary")
+        self.stop.set()
+
+    def main(self) -> int:
+        from bsnn.run import run
+
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        try:
+            summary = run(self.config, emit=self.emit,
+                          cancel=lambda: self.stop.is_set() or cancel_requested(self.run_dir))
+        except BsnnError as err:
+            self.say(f"error: {err.message}\nfix: {err.fix}")
+            return err.exit_code
+        return 0 if summary["status"] == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_Engine(RunConfig.from_dict(json.loads(sys.argv[1]))).main())
