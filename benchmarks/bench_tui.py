@@ -1,0 +1,192 @@
+"""Dashboard benchmarks: time to first paint, and a run's throughput with the dashboard attached
+against the same run headless.
+
+    python benchmarks/bench_tui.py [--repeat 5]
+    python benchmarks/bench_tui.py --throughput [--model bundled:digits-fp --eval-size 360 ...]
+    python benchmarks/bench_tui.py --screenshot docs/screenshot-run.svg
+
+First paint is measured from the moment the process is spawned (interpreter start-up included)
+to the app's Ready event (the first screen composed and drawn), headless at 80x24, in a fresh
+process each time; it also records whether torch had been imported by then (it must not be).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_FIRST_PAINT_S = 1.0
+
+PROBE = """
+import json, sys, time
+t0 = time.time()
+import bsnn_tui.app
+imported = time.time()
+from pathlib import Path
+
+class Probe(bsnn_tui.app.BsnnApp):
+    CSS_PATH = str(Path(bsnn_tui.app.__file__).with_name("app.tcss"))
+
+    def on_ready(self):
+        self.painted = time.time()
+        self.torch = "torch" in sys.modules
+        self.exit()
+
+app = Probe()
+app.run(headless=True, size=(80, 24))
+print(json.dumps({"t0": t0, "imported": imported, "painted": app.painted,
+                  "torch": app.torch}))
+"""
+
+
+def first_paint(repeat: int) -> list[dict[str, float]]:
+    """Seconds from spawn to interpreter, to `import bsnn_tui.app`, to the first paint."""
+    rows = []
+    for _ in range(repeat):
+        spawned = time.time()
+        out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                             check=True, cwd=ROOT)
+        probe = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append({
+            "interpreter_s": probe["t0"] - spawned,
+            "import_s": probe["imported"] - probe["t0"],
+            "first_paint_s": probe["painted"] - spawned,
+            "torch_loaded": probe["torch"],
+        })
+    return rows
+
+
+def print_first_paint(rows: list[dict[str, float]]) -> None:
+    med = {k: statistics.median(r[k] for r in rows) for k in ("interpreter_s", "import_s",
+                                                              "first_paint_s")}
+    worst = max(r["first_paint_s"] for r in rows)
+    torch_loaded = any(r["torch_loaded"] for r in rows)
+    print(f"time to first paint, {len(rows)} fresh processes, headless 80x24")
+    print(f"{'':28} {'median':>8}")
+    print(f"{'interpreter start-up':28} {med['interpreter_s']:8.3f} s")
+    print(f"{'import bsnn_tui.app':28} {med['import_s']:8.3f} s")
+    print(f"{'spawn -> first paint':28} {med['first_paint_s']:8.3f} s   (worst {worst:.3f} s, "
+          f"target <= {TARGET_FIRST_PAINT_S:.1f} s)")
+    print(f"{'torch imported by then':28} {'yes' if torch_loaded else 'no':>8}")
+
+
+def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[float]:
+    """Simulation images/s of `runs` runs in a row, in this process: "headless" calls
+    `bsnn.run.run`; "dashboard" starts them one after another from the app (headless Pilot),
+    its panels redrawing as in a terminal."""
+    from bsnn.config import RunConfig
+    from bsnn.report import summarize
+
+    config = RunConfig.from_dict(config_dict)
+    if mode == "headless":
+        from bsnn.run import run
+
+        return [float(run(config)["images_per_s"]) for _ in range(runs)]
+
+    from bsnn_tui.app import BsnnApp
+
+    async def attached() -> list[float]:
+        app = BsnnApp(config)
+        speeds = []
+        async with app.run_test(size=(80, 24)) as pilot:
+            for _ in range(runs):
+                await pilot.press("escape", "s")
+                while app.live is None or app.live.active:
+                    await pilot.pause(0.05)
+                summary = summarize(app.live.events())
+                if summary["status"] != "finished":
+                    raise SystemExit(f"the dashboard run ended {summary['status']}: "
+                                     f"{app.live.why_failed(summary)}")
+                speeds.append(float(summary["images_per_s"]))
+                await pilot.press("n")
+        return speeds
+
+    return asyncio.run(attached())
+
+
+def compare_throughput(config: Any, repeat: int = 3, runs: int = 3) -> dict[str, list[float]]:
+    """The same run headless and with the dashboard attached: `repeat` fresh processes per
+    mode, alternating, each doing `runs` runs in a row (the first of each is a warm-up and
+    dropped). Fresh processes, because torch's thread pools remember which threads used them:
+    one process measuring both would slow whichever mode went second."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    speeds: dict[str, list[float]] = {"headless": [], "dashboard": []}
+    with TemporaryDirectory() as tmp:
+        config_dict = replace(config, job_dir=tmp).to_dict()
+        for _ in range(repeat):
+            for mode in speeds:
+                with ctx.Pool(1) as pool:
+                    speeds[mode] += pool.apply(measure, (mode, config_dict, runs))[1:]
+    return speeds
+
+
+def print_throughput(config: Any, speeds: dict[str, list[float]]) -> None:
+    head = statistics.median(speeds["headless"])
+    dash = statistics.median(speeds["dashboard"])
+    print(f"\nthroughput: {config.model}, {config.eval_size} images, T={config.time}, "
+          f"batch {config.batch_size}, device {config.device}; median of "
+          f"{len(speeds['headless'])} runs (simulation images/s)")
+    print(f"{'headless (bsnn.run.run)':28} {head:10.1f} images/s")
+    print(f"{'dashboard attached':28} {dash:10.1f} images/s   ({dash / head - 1:+.1%})")
+
+
+def screenshot(path: Path, config: Any, size: tuple[int, int] = (100, 30)) -> Path:
+    """An SVG of the run screen once a real run of `config` has finished."""
+    from bsnn_tui.app import BsnnApp
+
+    async def shoot(cfg: Any) -> None:
+        app = BsnnApp(cfg, start=True)
+        async with app.run_test(size=size) as pilot:
+            while app.live is None or app.live.active:
+                await pilot.pause(0.05)
+            await pilot.pause(0.5)  # one more redraw tick
+            app.clear_notifications()
+            await pilot.pause(0.1)
+            app.save_screenshot(path.name, str(path.parent))
+
+    with TemporaryDirectory() as tmp:
+        asyncio.run(shoot(replace(config, job_dir=tmp, run_id="digits-fp-p99.7-T32")))
+    return path
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--throughput", action="store_true",
+                   help="also compare a run's throughput with the dashboard vs headless")
+    p.add_argument("--model", default="bundled:digits-fp")
+    p.add_argument("--eval-size", type=int, default=-1)
+    p.add_argument("--time", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--screenshot", type=Path, metavar="SVG",
+                   help="only save an SVG of a finished run's screen (T=32) and exit")
+    args = p.parse_args()
+    from bsnn.config import RunConfig
+
+    config = RunConfig(model=args.model, eval_size=args.eval_size, time=args.time,
+                       batch_size=args.batch_size, device=args.device).validate()
+    if args.screenshot:
+        print(f"wrote {screenshot(args.screenshot, replace(config, time=32))}")
+        return 0
+    print_first_paint(first_paint(args.repeat))
+    if args.throughput:
+        print_throughput(config, compare_throughput(config, repeat=max(1, args.repeat // 2)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The bsnn-tui application: screens, keys, and the one background run.
+
+Start-up stays light (no torch; it loads in workers after the first paint), the run goes in a
+worker thread that feeds a RunFeed, and screens redraw from that feed a few times a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from bsnn.cli.convert import config_from_args
+from bsnn.config import RunConfig
+from bsnn.errors import ConfigError
+from bsnn.events import EVENTS_FILE
+from bsnn.report import summarize
+from bsnn_tui import producers
+from bsnn_tui.feed import RunFeed
+from bsnn_tui.options import DASHBOARD_TIME, build_parser, serve_command
+from bsnn_tui.screens.help import HelpScreen
+from bsnn_tui.screens.run import RunScreen
+from bsnn_tui.screens.runs import RunsScreen
+from bsnn_tui.screens.setup import SetupScreen
+from bsnn_tui.widgets.accuracy import percent
+
+
+class BsnnApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "bsnn"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "start", "Start"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("r", "runs", "Runs"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, config: RunConfig | None = None, *, start: bool = False,
+                 attach: Path | None = None) -> None:
+        super().__init__()
+        self.setup = SetupScreen(config or RunConfig(time=DASHBOARD_TIME))
+        self.live: RunFeed | None = None  # the run this app started, if any
+        self._cancel = threading.Event()
+        self._start_at_once = start
+        self._attach = attach
+
+    def get_default_screen(self) -> Screen[None]:
+        return self.setup
+
+    def on_ready(self) -> None:
+        """After the first paint: --attach and --start need the form on screen."""
+        if self._attach is not None:
+            self.open_run(self._attach)
+        elif self._start_at_once:
+            self.action_start()
+
+    @property
+    def running(self) -> bool:
+        return self.live is not None and self.live.active
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        """Start the form's run in the background and show its panels."""
+        if self.running:
+            self.notify("a run is in progress: cancel it (c) or wait", severity="warning")
+            return
+        try:
+            config = self.setup.config()
+        except ConfigError as e:
+            self.show_setup()
+            self.notify(f"{e.message}\n{e.fix}", title="cannot start", severity="error")
+            return
+        self.live = feed = RunFeed()
+        feed.active = True
+        self._cancel = threading.Event()
+        self._run(config, feed, self._cancel)
+        self.show_setup()
+        self.push_screen(RunScreen(feed))
+        self.refresh_bindings()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run")
+    def _run(self, config: RunConfig, feed: RunFeed, cancel: threading.Event) -> None:
+        """The engine, in a thread. Whatever it raises is shown, never lets the app fall."""
+        try:
+            producers.run_engine(config, feed, cancel)
+        except Exception as error:
+            feed.fail(error)
+        finally:
+            feed.active = False
+            with contextlib.suppress(RuntimeError):  # the app may have closed meanwhile
+                self.call_from_thread(self._run_ended, feed)
+
+    def _run_ended(self, feed: RunFeed) -> None:
+        """Say how the run ended, wherever the user is looking."""
+        self.refresh_bindings()
+        summary = summarize(feed.events())
+        problem = feed.why_failed(summary)
+        if problem is not None:
+            self.notify(f"{problem.message}\n{problem.fix}", title="run failed",
+                        severity="error", timeout=10)
+        elif summary["status"] == "finished":
+            self.notify(f"accuracy at T {percent(summary['final_accuracy'], 2)}",
+                        title=f"run {summary['run_id']} finished")
+        else:
+            self.notify(f"after {summary['images']} images", title=f"run {summary['status']}")
+
+    def action_cancel(self) -> None:
+        if self.running:
+            self._cancel.set()
+            self.notify("cancelling: the run stops after the batch in flight")
+
+    def action_new_run(self) -> None:
+        self.show_setup()
+
+    def action_runs(self) -> None:
+        if not isinstance(self.screen, RunsScreen):
+            self.push_screen(RunsScreen(Path(self.setup.job_dir())))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Quitting cancels a running run, so its log ends with `cancelled`, not mid-air."""
+        self._cancel.set()
+        self.exit()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Dim the keys that do nothing right now (the Footer shows them greyed out)."""
+        if action == "start":
+            return not self.running or None
+        if action == "cancel":
+            return self.running or None
+        return True
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """Every key's action is also in the command palette (ctrl+p), by name."""
+        yield SystemCommand("Start run", "Start a run with the form's values (s)",
+                            self.action_start)
+        if self.running:
+            yield SystemCommand("Cancel run", "Stop the run after its current batch (c)",
+                                self.action_cancel)
+        if isinstance(screen, RunScreen):
+            yield SystemCommand("Export", "Write summary.json, CSVs, summary.md, accuracy.png (e)",
+                                screen.action_export)
+        yield SystemCommand("New run", "Back to the form (n)", self.action_new_run)
+        yield SystemCommand("Runs", "The runs in the job dir; overlay their curves (r)",
+                            self.action_runs)
+        yield SystemCommand("Help", "Keys and what the panels show (?)", self.action_help)
+        yield from super().get_system_commands(screen)
+
+    # -- navigation ----------------------------------------------------------------------------
+
+    def show_setup(self) -> None:
+        while self.screen is not self.setup:
+            self.pop_screen()
+
+    def open_run(self, run_dir: Path) -> None:
+        """The panels of a run on disk: ours if it is the live one, else followed from its log."""
+        if self.live is not None and self.live.run_dir is not None \
+                and self.live.run_dir.resolve() == run_dir.resolve():
+            self.push_screen(RunScreen(self.live))
+        else:
+            self.push_screen(RunScreen(RunFeed(run_dir), follow=run_dir))
+
+
+def serve(argv: Sequence[str], host: str, port: int) -> int:
+    """Serve the same app to a browser; textual-serve is an optional extra, imported here."""
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        print("bsnn-tui --serve needs textual-serve: pip install 'bsnn[serve]'", file=sys.stderr)
+        return 2
+    Server(serve_command(argv), host=host, port=port).serve()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.serve:
+        return serve(argv, args.host, args.port)
+    attach = Path(args.attach) if args.attach else None
+    if attach is not None and not (attach / EVENTS_FILE).is_file():
+        print(f"error: {attach} holds no events.jsonl\nfix: pass a run folder "
+              f"(a folder under the job dir)", file=sys.stderr)
+        return 2
+    BsnnApp(config_from_args(args), start=args.start, attach=attach).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""What the setup form can offer: models, architectures, devices, and a model's metadata.
+
+Everything here that needs torch imports it inside the function: these run in worker threads
+after the first screen has painted, never at import time (see tests/test_tui.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Folders that never hold a user's checkpoint but can be huge.
+SKIP_DIRS = {".git", "__pycache__", "node_modules", ".venv", "venv", "site-packages", "data"}
+
+
+@dataclass
+class Catalog:
+    """The choices found on this machine, loaded once after the first paint."""
+
+    models: list[str] = field(default_factory=list)
+    archs: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    devices: list[tuple[str, str]] = field(default_factory=list)  # (label, value)
+
+
+def find_checkpoints(root: Path, max_depth: int = 2, limit: int = 50) -> list[str]:
+    """`*.pt` files under `root`, at most `max_depth` folders down and `limit` files: a large
+    working directory must not stall the form."""
+    found: list[str] = []
+    root = Path(root)
+    for folder, dirs, files in os.walk(root):
+        depth = len(Path(folder).relative_to(root).parts)
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+        if depth >= max_depth:
+            dirs.clear()
+        for name in sorted(files):
+            if name.endswith(".pt"):
+                found.append(str(Path(folder, name).relative_to(root)))
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def devices() -> list[tuple[str, str]]:
+    """auto, cpu and each CUDA device torch can see (imports torch: call from a worker)."""
+    import torch
+
+    found = [("auto", "auto"), ("cpu", "cpu")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            found.append((f"cuda:{i} {torch.cuda.get_device_name(i)}", f"cuda:{i}"))
+    return found
+
+
+def discover(root: Path) -> Catalog:
+    """Bundled and nearby checkpoints, architectures, data sets and devices (imports torch)."""
+    from bsnn.checkpoint import bundled_names
+    from bsnn.data import DATASETS
+    from bsnn.models.registry import ARCHS
+
+    return Catalog(
+        models=bundled_names() + find_checkpoints(root),
+        archs=sorted(ARCHS),
+        datasets=list(DATASETS),
+        devices=devices(),
+    )
+
+
+def describe_model(model: str) -> dict[str, Any]:
+    """The checkpoint's metadata (arch, dataset, binary, ann_accuracy...), or {} for a file
+    in the original repository's layout, which carries none. Raises CheckpointError."""
+    from bsnn.checkpoint import has_meta, read_checkpoint
+
+    raw = read_checkpoint(model)
+    return dict(raw["meta"]) if has_meta(raw) else {}

@@ -1,0 +1,44 @@
+"""The command line of `bsnn-tui`: the flags of `bsnn convert` (shared with it, to prefill the
+form) plus the dashboard's own (--start, --attach, --serve)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from bsnn.cli.convert import add_run_arguments
+
+DASHBOARD_TIME = 64  # fewer steps than the CLI's 80: a first look should be quick
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bsnn-tui",
+        description="Live dashboard for ANN -> SNN conversion runs. The run flags are those of "
+                    "`bsnn convert` and prefill the form.",
+    )
+    add_run_arguments(p.add_argument_group("run options (as in `bsnn convert`)"))
+    p.set_defaults(time=DASHBOARD_TIME)
+    ui = p.add_argument_group("dashboard")
+    ui.add_argument("--start", action="store_true", help="start the run at once")
+    ui.add_argument("--attach", metavar="RUN_DIR", help="follow an existing run's events live")
+    ui.add_argument("--serve", action="store_true", help="serve the dashboard to a web browser")
+    ui.add_argument("--host", default="127.0.0.1", help="with --serve (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=8000, help="with --serve (default 8000)")
+    return p
+
+
+def serve_command(argv: Sequence[str]) -> str:
+    """The command textual-serve runs per browser session: these flags minus the serving ones."""
+    keep: list[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg in ("--host", "--port"):
+            skip_next = True
+        elif arg != "--serve" and not arg.startswith(("--host=", "--port=")):
+            keep.append(arg)
+    return shlex.join([sys.executable, "-m", "bsnn_tui", *keep])

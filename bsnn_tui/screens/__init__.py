@@ -1,0 +1,1 @@
+"""Screens: setup (the form), run (live panels), runs (the job dir), help."""

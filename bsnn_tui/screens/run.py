@@ -1,0 +1,123 @@
+"""The run screen: every panel of one run, redrawn a few times a second from its feed.
+
+The same screen shows a run this app started, a run another process is writing (followed
+through its events.jsonl) and a finished run read from disk: all three are just a RunFeed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from bsnn.report import summarize, write_exports
+from bsnn_tui import producers
+from bsnn_tui.feed import Problem, RunFeed
+from bsnn_tui.widgets.accuracy import AccuracyPlot
+from bsnn_tui.widgets.heatmap import RateHeatmap
+from bsnn_tui.widgets.log import RunLog
+from bsnn_tui.widgets.progress import RunProgress
+from bsnn_tui.widgets.rates import FiringRateBars
+from bsnn_tui.widgets.thresholds import ThresholdsTable
+
+REDRAW_S = 0.25
+# A followed run can die without a last word; re-check its status now and then even when
+# no event arrived (every this many redraw ticks).
+RECHECK_TICKS = 8
+
+
+class RunScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("e", "export", "Export"),
+        Binding("n", "app.new_run", "New run"),
+    ]
+    TITLE = "bsnn"
+
+    def __init__(self, feed: RunFeed, follow: Path | None = None) -> None:
+        super().__init__()
+        self.feed = feed
+        self.follow = follow
+        self.summary: dict[str, Any] = summarize([])
+        self.exported: list[Path] = []
+        self._seen = 0
+        self._ticks = 0
+        self._state: tuple[Any, ...] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield RunProgress(id="progress")
+        with Horizontal(id="top"):
+            yield AccuracyPlot(id="accuracy")
+            yield RunLog(id="log")
+        # Three panels whose rows are the same layers, side by side, scrolled together.
+        with VerticalScroll(id="layers"), Horizontal(id="layer-rows"):
+            yield ThresholdsTable(id="thresholds")
+            yield RateHeatmap(id="heatmap")
+            yield FiringRateBars(id="rates")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for selector, title in (("#accuracy", "accuracy vs t"), ("#log", "log"),
+                                ("#layers", "layers: thresholds · synops · firing rates")):
+            self.query_one(selector).border_title = title
+        self.redraw()
+        self.set_interval(REDRAW_S, self.redraw)
+        if self.follow is not None:
+            self._follow(self.follow)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="follow")
+    def _follow(self, run_dir: Path) -> None:
+        worker = get_current_worker()
+        producers.follow_log(run_dir, self.feed, lambda: worker.is_cancelled)
+
+    def redraw(self) -> None:
+        """Re-summarise the events so far and redraw, but only when something changed."""
+        self._ticks += 1
+        state = (len(self.feed), self.feed.problem, self.feed.active)
+        if state == self._state and self._ticks % RECHECK_TICKS:
+            return
+        self._state = state
+        events = self.feed.events()
+        self.summary = summary = summarize(events)
+        self.sub_title = summary["run_id"] or "starting"
+        self.query_one(RunProgress).show(summary, self.feed.why_failed(summary),
+                                         self.feed.active)
+        self.query_one(AccuracyPlot).show_run(summary)
+        self.query_one(FiringRateBars).show(summary)
+        self.query_one(RateHeatmap).show(summary)
+        self.query_one(ThresholdsTable).show(summary)
+        self.query_one(RunLog).add(events[self._seen:])
+        self._seen = len(events)
+
+    def action_export(self) -> None:
+        if self.feed.run_dir is None:
+            self.notify("nothing to export yet: the run has not started", severity="warning")
+            return
+        self._export(self.feed.run_dir, self.feed.events())
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def _export(self, run_dir: Path, events: list[dict[str, Any]]) -> list[Path]:
+        return write_exports(run_dir, events)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "export" and worker.state == WorkerState.SUCCESS:
+            self.exported = worker.result
+            log = self.query_one(RunLog)
+            for path in self.exported:
+                log.write(f"exported {path}")
+            self.notify("\n".join(p.name for p in self.exported),
+                        title=f"exported to {self.feed.run_dir}")
+        elif worker.group == "export" and worker.state == WorkerState.ERROR:
+            problem = Problem.from_exception(worker.error, None)
+            self.notify(f"{problem.message}\n{problem.fix}", severity="error",
+                        title="export failed")
+        elif worker.group == "follow" and worker.state == WorkerState.ERROR:
+            self.feed.fail(worker.error)

@@ -1,0 +1,345 @@
+"""The dashboard, driven by the keyboard through Textual's Pilot at 80x24.
+
+End-to-end tests run the real engine on the bundled digits model; tests that need exact control
+over timing or failures use the fake engine from test_tui_support.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_tui_support import FakeEngine, fake_events, wait_for, write_run
+from textual.widgets import Input, Select, Static
+
+from bsnn.cli.convert import config_from_args
+from bsnn.config import RunConfig
+from bsnn.events import EVENTS_FILE, read_events
+from bsnn.report import EXPORT_FILES
+from bsnn_tui import producers
+from bsnn_tui.app import BsnnApp
+from bsnn_tui.feed import RunFeed
+from bsnn_tui.options import build_parser, serve_command
+from bsnn_tui.screens.run import RunScreen
+from bsnn_tui.screens.runs import RunsScreen
+from bsnn_tui.screens.setup import SetupScreen
+from bsnn_tui.widgets.accuracy import AccuracyPlot
+
+
+def _has_bundled_digits() -> bool:
+    from bsnn.checkpoint import bundled_names
+
+    return "bundled:digits-fp" in bundled_names()
+
+
+needs_engine = pytest.mark.skipif(not _has_bundled_digits(),
+                                  reason="bundled:digits-fp is not in bsnn/bundled yet")
+
+
+def tiny(job_dir: Path, **overrides: object) -> RunConfig:
+    """A digits run that takes a second or two on a laptop CPU."""
+    values = {"model": "bundled:digits-fp", "eval_size": 64, "time": 16, "batch_size": 32,
+              "norm": 64, "job_dir": str(job_dir)} | overrides
+    return RunConfig(**values)  # type: ignore[arg-type]
+
+
+def pace_batches(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Hold the engine `seconds` after each batch it reports. On digits it outruns the 0.25 s
+    redraw (and a key press): paced, a test sees the panels between batches on any machine."""
+    append = RunFeed.append
+
+    def paced(feed: RunFeed, event: dict[str, object]) -> None:
+        append(feed, event)
+        if event["type"] == "batch_done":
+            time.sleep(seconds)
+
+    monkeypatch.setattr(RunFeed, "append", paced)
+
+
+def run_screen(app: BsnnApp) -> RunScreen:
+    assert isinstance(app.screen, RunScreen), f"on {type(app.screen).__name__}"
+    return app.screen
+
+
+def problem_text(app: BsnnApp) -> str:
+    return str(app.screen.query_one("#problem", Static).render())
+
+
+def finished(app: BsnnApp) -> bool:
+    return app.live is not None and not app.live.active
+
+
+# -- start-up -----------------------------------------------------------------------------------
+
+
+def test_importing_the_app_loads_no_torch() -> None:
+    """torch takes seconds to import: the first screen must paint without it."""
+    code = "import sys, bsnn_tui.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[1])
+    assert out.stdout.strip() == "False"
+
+
+def test_flags_are_those_of_bsnn_convert() -> None:
+    args = build_parser().parse_args([
+        "--job-dir", "jobs", "--model", "m.pt", "--eval_size", "200", "--time", "32",
+        "--batch-size", "50", "--percentile", "99.9", "--one-step", "--gpu", "--norm", "256",
+        "--dataset", "cifar10", "--arch", "vgg8ab", "--seed", "3", "--n-workers", "0",
+        "--results-file", "r.txt", "--data", "/d", "--threshold-granularity", "channel",
+        "--reset", "zero", "--v0", "half", "--encoding", "poisson",
+    ])
+    c = config_from_args(args)
+    assert (c.job_dir, c.model, c.eval_size, c.time, c.batch_size, c.percentile) == \
+        ("jobs", "m.pt", 200, 32, 50, 99.9)
+    assert (c.propagation, c.device, c.norm, c.dataset, c.arch, c.seed, c.n_workers) == \
+        ("same-step", "cuda", 256, "cifar10", "vgg8ab", 3, 0)
+    assert (c.results_file, c.data, c.threshold_granularity, c.reset, c.v0, c.encoding) == \
+        ("r.txt", "/d", "channel", "zero", "half", "poisson")
+    defaults = config_from_args(build_parser().parse_args([]))
+    assert (defaults.model, defaults.dataset, defaults.time, defaults.job_dir) == \
+        ("bundled:digits-fp", None, 64, "runs")
+
+
+def test_serve_runs_the_same_flags_without_the_serving_ones() -> None:
+    command = serve_command(["--serve", "--host", "0.0.0.0", "--port=9000", "--time", "8"])
+    assert command.endswith("-m bsnn_tui --time 8")
+
+
+@pytest.mark.asyncio
+async def test_the_form_shows_the_flags_and_reads_back_the_same_config(tmp_path: Path) -> None:
+    given = tiny(tmp_path, model="some/file.pt", percentile=99.0, dataset="cifar10",
+                 device="cpu", propagation="delayed", threshold_granularity="channel")
+    app = BsnnApp(given)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        setup = app.setup
+        assert setup.query_one("#model_path", Input).value == "some/file.pt"
+        assert setup.query_one("#percentile", Input).value == "99.0"
+        assert setup.query_one("#propagation", Select).value == "delayed"
+        assert setup.config() == given
+
+
+# -- the form refuses what cannot run ------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_bad_percentile_is_explained_and_start_refused(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    engine = FakeEngine()
+    monkeypatch.setattr(producers, "run_engine", engine)
+    app = BsnnApp(tiny(tmp_path))
+    async with app.run_test() as pilot:
+        percentile = app.setup.query_one("#percentile", Input)
+        percentile.focus()
+        percentile.value = ""
+        await pilot.press(*"120")
+        await pilot.pause()
+        reasons = str(app.setup.query_one("#problems", Static).render())
+        assert "percentile 120.0 is outside (0, 100]" in reasons
+        assert percentile.has_class("-invalid")
+        await pilot.press("enter")  # Enter in a field starts: refused
+        await pilot.press("escape", "s")  # and so is the key
+        await pilot.pause()
+        assert engine.calls == 0 and isinstance(app.screen, SetupScreen)
+
+        percentile.value = "abc"
+        await pilot.pause()
+        assert "'abc' is not a number" in str(app.setup.query_one("#problems", Static).render())
+        percentile.value = "99.5"
+        await pilot.pause()
+        assert "all values valid" in str(app.setup.query_one("#problems", Static).render())
+
+
+# -- runs with the fake engine: exact timing, exact failures ------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_cancel_stops_within_a_batch_and_keeps_the_partial_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(producers, "run_engine", FakeEngine(delay_s=0.2, batches=50))
+    app = BsnnApp(tiny(tmp_path), start=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: run_screen(app).summary["images"] > 0, what="a batch")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: finished(app), timeout=5, what="the cancel")
+        await pilot.pause(0.4)
+        summary = run_screen(app).summary
+        assert summary["status"] == "cancelled"
+        assert 0 < summary["images"] < summary["images_total"]
+        assert len(summary["accuracy_per_step"]) == 16  # the partial curve is kept
+        events = read_events(app.live.run_dir)
+        assert events[-1]["type"] == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_an_unexpected_error_is_shown_and_the_app_stays_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(config: RunConfig, feed: object, cancel: threading.Event) -> None:
+        feed.append(fake_events(tmp_path / "broken")[0])  # type: ignore[attr-defined]
+        (tmp_path / "broken").mkdir()
+        raise ZeroDivisionError("division by zero in a plug-in")
+
+    monkeypatch.setattr(producers, "run_engine", broken)
+    app = BsnnApp(tiny(tmp_path), start=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: finished(app), what="the failure")
+        await pilot.pause(0.4)
+        assert "ZeroDivisionError: division by zero in a plug-in" in problem_text(app)
+        assert "FAILED" in str(app.screen.query_one("#status", Static).render())
+        assert "ZeroDivisionError" in (tmp_path / "broken" / "tui-error.log").read_text()
+        monkeypatch.setattr(producers, "run_engine", FakeEngine())
+        await pilot.press("s")  # the next run works
+        await wait_for(pilot, lambda: finished(app), what="the second run")
+        await pilot.pause(0.4)
+        assert run_screen(app).summary["status"] == "finished"
+
+
+# -- the runs screen and following a log --------------------------------------------------------
+
+
+def _truncated_run(run_dir: Path) -> Path:
+    """A run killed mid-write after 4 of its 6 batches, its log torn inside a line."""
+    write_run(run_dir, fake_events(run_dir, batches=6)[:-3])
+    log = run_dir / EVENTS_FILE
+    text = log.read_text()
+    log.write_text(text + text.splitlines()[-1][:40])
+    return run_dir
+
+
+@pytest.mark.asyncio
+async def test_runs_screen_reads_finished_and_partial_runs(tmp_path: Path) -> None:
+    write_run(tmp_path / "a-finished", fake_events(tmp_path / "a-finished"))
+    _truncated_run(tmp_path / "b-partial")
+    app = BsnnApp(RunConfig(job_dir=str(tmp_path)))
+    async with app.run_test() as pilot:
+        await pilot.press("r")
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        await wait_for(pilot, lambda: len(screen.entries) == 2, what="the run list")
+        status = {e.run_dir.name: e.summary["status"] for e in screen.entries}
+        assert status == {"a-finished": "finished", "b-partial": "interrupted"}
+
+        await pilot.press("space", "down", "space")
+        await pilot.pause()
+        overlay = screen.query_one("#overlay", AccuracyPlot)
+        assert sorted(label for label, _ in overlay.curves) == ["a-finished", "b-partial"]
+
+        await pilot.press("up", "enter")  # newest first: the partial run is the top row
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen)
+                       and app.screen.summary["images"] > 0, what="the partial run's panels")
+        summary = run_screen(app).summary
+        assert summary["status"] == "interrupted"
+        assert (summary["images"], summary["images_total"]) == (64, 96)  # 4 of 6 batches
+        assert run_screen(app).query_one(AccuracyPlot).curves[0][1] == \
+            summary["accuracy_per_step"]
+
+
+@pytest.mark.asyncio
+async def test_attach_follows_a_run_written_by_another_process(tmp_path: Path) -> None:
+    run_dir = tmp_path / "live"
+    events = fake_events(run_dir, batches=5)
+    write_run(run_dir, events[:3])
+
+    def writer() -> None:
+        with open(run_dir / EVENTS_FILE, "a", encoding="utf-8") as f:
+            for event in events[3:]:
+                time.sleep(0.15)
+                f.write(json.dumps(event) + "\n")
+                f.flush()
+
+    app = BsnnApp(RunConfig(job_dir=str(tmp_path)), attach=run_dir)
+    async with app.run_test() as pilot:
+        thread = threading.Thread(target=writer)
+        thread.start()
+        seen: set[int] = set()
+
+        def done() -> bool:
+            seen.add(run_screen(app).summary["images"])
+            return run_screen(app).summary["status"] == "finished"
+
+        await wait_for(pilot, done, timeout=20, what="the followed run to finish")
+        thread.join()
+        assert len(seen - {0, 80}) >= 2  # it was watched batch by batch, not read at the end
+
+
+# -- end to end with the real engine ------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@needs_engine
+async def test_a_real_run_from_the_form_to_the_exports(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    pace_batches(monkeypatch, 0.4)
+    app = BsnnApp(tiny(tmp_path))
+    async with app.run_test() as pilot:
+        await pilot.press("escape", "s")
+        screen = run_screen(app)
+        seen: set[tuple[str, int]] = set()
+
+        def done() -> bool:
+            seen.add((screen.summary["status"], screen.summary["images"]))
+            return finished(app) and screen.summary["status"] == "finished"
+
+        await wait_for(pilot, done, timeout=120, what="the run to finish")
+        await pilot.pause(0.4)
+        assert ("running", 32) in seen  # the panels showed the first batch while it ran
+        summary = screen.summary
+        curve = screen.query_one(AccuracyPlot).curves[0][1]
+        assert len(curve) == 16 and summary["images"] == 64
+
+        await pilot.press("e")
+        await wait_for(pilot, lambda: screen.exported, what="the export")
+        run_dir = app.live.run_dir
+        assert {p.name for p in screen.exported} == set(EXPORT_FILES)
+        exported = json.loads((run_dir / "summary.json").read_text())
+        assert exported["final_accuracy"] == curve[-1]
+        assert exported["ann_accuracy"] == summary["ann_accuracy"]
+        rows = list(csv.reader((run_dir / "per_timestep.csv").open()))
+        assert len(rows) == 1 + 16 and float(rows[-1][1]) == pytest.approx(curve[-1], abs=1e-6)
+
+
+@pytest.mark.asyncio
+@needs_engine
+async def test_a_bad_checkpoint_is_explained_and_the_next_run_works(tmp_path: Path) -> None:
+    app = BsnnApp(tiny(tmp_path, model=str(tmp_path / "missing.pt")))
+    async with app.run_test() as pilot:
+        await pilot.press("escape", "s")
+        await wait_for(pilot, lambda: finished(app), timeout=60, what="the failure")
+        await pilot.pause(0.4)
+        assert "missing.pt not found" in problem_text(app)
+        assert run_screen(app).summary["status"] == "failed"
+
+        await pilot.press("n")
+        path = app.setup.query_one("#model_path", Input)
+        path.value = ""  # back to the selected bundled model
+        await pilot.press("escape", "s")
+        await wait_for(pilot, lambda: finished(app) and isinstance(app.screen, RunScreen),
+                       timeout=120, what="the second run")
+        await pilot.pause(0.4)
+        assert run_screen(app).summary["status"] == "finished"
+        assert problem_text(app) == ""
+
+
+@pytest.mark.asyncio
+@needs_engine
+async def test_cancelling_a_real_run_keeps_what_was_done(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    pace_batches(monkeypatch, 0.1)
+    app = BsnnApp(tiny(tmp_path, eval_size=-1, batch_size=8, time=64), start=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: run_screen(app).summary["images"] > 0, timeout=120,
+                       what="a first batch")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: finished(app), timeout=30, what="the cancel")
+        await pilot.pause(0.4)
+        summary = run_screen(app).summary
+        assert summary["status"] == "cancelled"
+        assert 0 < summary["images"] < summary["images_total"]
+        assert (app.live.run_dir / "summary.json").is_file()  # the engine exports what it has
