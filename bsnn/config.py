@@ -19,10 +19,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "threshold_granularity": ("layer", "channel"),
     "binary_weights": ("alpha", "sign"),
     "backend": ("engine", "bindsnet"),
+    "snn_calibration": ("none", "bias", "potential"),
 }
 
 # Beyond these a value is almost surely a typo (and would exhaust memory or patience).
-LIMITS: dict[str, int] = {"time": 100_000, "batch_size": 65_536, "norm": 10_000_000}
+LIMITS: dict[str, int] = {"time": 100_000, "batch_size": 65_536, "norm": 10_000_000,
+                          "snn_calibration_size": 10_000_000}
 
 
 @dataclass
@@ -49,6 +51,8 @@ class RunConfig:
     binary_weights: str = "alpha"
     backend: str = "engine"
     readout_delay: int = 0
+    snn_calibration: str = "none"  # Li et al. 2021: correct mean errors via bias or potential
+    snn_calibration_size: int = 256  # training images the correction is measured on
     job_dir: str = "runs"
     results_file: str = "sim_result.txt"
     run_id: str | None = None
@@ -63,7 +67,7 @@ class RunConfig:
                 f"percentile {p} is outside (0, 100]",
                 "pass --percentile between 0 (exclusive) and 100, e.g. 99.7",
             )
-        for name in ("time", "batch_size", "norm"):
+        for name in ("time", "batch_size", "norm", "snn_calibration_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} is {value}; it must be at least 1",

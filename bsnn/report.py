@@ -62,6 +62,7 @@ def summarize(events: list[Event]) -> dict[str, Any]:
     steps = int(config.get("time", 0))
     acc = [c / images for c in batch["correct_per_step"]] if batch and images else []
     ann_accuracy = batch["ann_correct"] / images if batch and images else None
+    corrected = by_type.get("snn_calibration", {}).get("error_before", {})
     layers = []
     synops_total = 0.0
     for info in thresholds.get("layers", []):
@@ -86,6 +87,7 @@ def summarize(events: list[Event]) -> dict[str, Any]:
         lam = info.get("lam_mean")
         row["ann_rate"] = (row["ann_mean_activation"] / lam
                            if row["ann_mean_activation"] is not None and lam else None)
+        row["calibration_error"] = corrected.get(name)  # spikes per step, before correction
         layers.append(row)
 
     finished = by_type.get("finished", {})

@@ -173,10 +173,37 @@ class _Run:
         self.send("thresholds", layers=[d for d in net.describe()], percentile=c.percentile,
                   granularity=c.threshold_granularity)
         del model
+        if c.snn_calibration != "none":
+            self._correct(conversion, train_set, workers, device)
 
         self.send("phase", name="simulate",
                   message=f"{len(eval_set)} images x {c.time} steps on {device}")
         self._simulate(conversion, eval_set, workers, device)
+
+    def _correct(self, conversion, train_set, workers: int,  # type: ignore[no-untyped-def]
+                 device: torch.device) -> None:
+        """Li et al.'s SNN calibration on random training images (bsnn.convert.correction)."""
+        from bsnn.convert.correction import correct_errors
+        from bsnn.data import calibration_subset
+        from bsnn.snn.engine import SimOptions
+
+        c = self.config
+        images = calibration_subset(train_set, c.snn_calibration_size, seed=c.seed + 1)
+        self.send("phase", name="snn_calibration",
+                  message=f"{c.snn_calibration} calibration on {len(images)} training images")
+
+        def batches() -> Iterator[torch.Tensor]:
+            for x, _ in self._loader(images, workers, device):
+                self.check_cancel()
+                yield x.to(device, non_blocking=True)
+
+        options = SimOptions(time=c.time, propagation=c.propagation, reset=c.reset, v0=c.v0,
+                             encoding=c.encoding, seed=c.seed)
+        errors = correct_errors(conversion.network, conversion.ann, batches, options,
+                                c.snn_calibration)
+        names = [layer.name for layer in conversion.network.spiking]
+        self.send("snn_calibration", mode=c.snn_calibration, images=len(images),
+                  error_before=dict(zip(names, errors, strict=True)))
 
     def _workers(self, dataset: str, device: torch.device) -> int:
         if dataset == "digits":  # held in memory: worker processes would only add overhead

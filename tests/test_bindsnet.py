@@ -19,6 +19,7 @@ from torch import nn
 
 from bsnn.backends.bindsnet import BindsnetBackend
 from bsnn.convert import convert
+from bsnn.convert.correction import correct_errors
 from bsnn.errors import ConfigError
 from bsnn.models import build_model
 from bsnn.snn.engine import Engine, SimOptions
@@ -160,3 +161,19 @@ def test_missing_bindsnet_is_a_config_error(vgg6: Case, monkeypatch: pytest.Monk
     with pytest.raises(ConfigError, match="needs bindsnet") as info:
         BindsnetBackend(vgg6[0], SimOptions(time=4))
     assert "pip install" in info.value.fix
+
+
+@pytest.mark.parametrize("mode", ["bias", "potential"])
+def test_calibrated_network_matches_engine(mode: str) -> None:
+    """SNN calibration changes biases or initial potentials; bindsnet must see the same."""
+    torch.manual_seed(0)
+    model = build_model("vgg6ab", 10, (1, 8, 8)).eval()
+    x = torch.rand((6, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+    conversion = convert(model, lambda: [x])
+    net = conversion.network
+    correct_errors(net, conversion.ann, lambda: [x], SimOptions(time=12), mode)
+    changed = [layer.v_init if mode == "potential" else layer.bias for layer in net.spiking]
+    assert all(t is not None for t in changed)
+    _assert_same((net, x, labels), SimOptions(time=12, propagation="delayed"))

@@ -74,6 +74,7 @@ def _classes() -> SimpleNamespace:
             super().__init__(shape=list(layer.shape))
             self.register_buffer("thresh", layer.threshold)
             self.register_buffer("v", torch.empty(0))
+            self.register_buffer("v_init", layer.v_init)
             self.subtract = reset == "subtract"
             self.half = v0 == "half"
 
@@ -90,6 +91,8 @@ def _classes() -> SimpleNamespace:
             self.v = torch.zeros(self.batch_size, *self.shape, device=self.s.device)
             if self.half:
                 self.v += self.thresh / 2
+            if self.v_init is not None:
+                self.v += self.v_init
 
         def set_batch_size(self, batch_size: int) -> None:
             super().set_batch_size(batch_size)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from bsnn.errors import BsnnError
 
-SUBCOMMANDS = ("train", "convert", "info", "report", "runs", "cancel", "bench")
+SUBCOMMANDS = ("train", "convert", "sweep", "info", "report", "runs", "cancel", "bench")
 
 EXIT_CODES = """exit codes:
   0    finished (for --detach: the run started)

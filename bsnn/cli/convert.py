@@ -13,11 +13,13 @@ from bsnn.config import CHOICES, RunConfig
 from bsnn.events import Event
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The run flags, shared with `bsnn-tui` so both take the same command line."""
+def add_run_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None:
+    """The run flags, shared with `bsnn-tui` so both take the same command line.
+    With `grid` (bsnn sweep), --model and --percentile take several values."""
     d = RunConfig()
+    many: dict[str, Any] = {"nargs": "+"} if grid else {}
     p.add_argument("--job-dir", default=d.job_dir, help="results folder; one run folder per run")
-    p.add_argument("--model", default=d.model,
+    p.add_argument("--model", default=[d.model] if grid else d.model, **many,
                    help="checkpoint path or bundled name (bundled:digits-fp, "
                         "bundled:digits-binary)")
     p.add_argument("--results-file", default=d.results_file,
@@ -34,16 +36,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="same-step propagation (the default; kept for the original's flag)")
     p.add_argument("--data", default=d.data, help="data root (default ./data/)")
     p.add_argument("--arch", default=None, help="architecture for checkpoints without metadata")
-    p.add_argument("--percentile", type=float, default=d.percentile)
+    p.add_argument("--percentile", type=float, default=[d.percentile] if grid else d.percentile,
+                   **many)
     p.add_argument("--eval_size", type=int, default=d.eval_size, help="images evaluated, -1 all")
     p.add_argument("--dataset", default=None,
                    help="digits, cifar10, cifar100, imagenet or imagefolder "
                         "(default: the checkpoint's; cifar100 for original files)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)")
     for name in ("propagation", "reset", "v0", "encoding", "threshold_granularity",
-                 "binary_weights", "backend"):
+                 "binary_weights", "backend", "snn_calibration"):
         p.add_argument(f"--{name.replace('_', '-')}", choices=CHOICES[name],
                        default=getattr(d, name))
+    p.add_argument("--snn-calibration-size", type=int, default=d.snn_calibration_size,
+                   help="training images for --snn-calibration (default %(default)s)")
+    p.add_argument("--readout-delay", type=int, default=d.readout_delay,
+                   help="the output ignores the first K steps (default %(default)s)")
     p.add_argument("--val-split", type=float, default=None,
                    help="imagefolder without val/: fraction held out for evaluation")
     p.add_argument("--image-size", type=int, default=None, help="imagefolder image size")
@@ -61,6 +68,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         device=device, propagation=propagation, reset=args.reset, v0=args.v0,
         encoding=args.encoding, threshold_granularity=args.threshold_granularity,
         binary_weights=args.binary_weights, backend=args.backend, job_dir=args.job_dir,
+        readout_delay=args.readout_delay, snn_calibration=args.snn_calibration,
+        snn_calibration_size=args.snn_calibration_size,
         results_file=args.results_file, run_id=args.run_id, val_split=args.val_split,
         image_size=args.image_size,
     )

@@ -38,6 +38,7 @@ class BatchCounts:
     correct: torch.Tensor  # (T,) int64
     spikes: torch.Tensor  # (spiking layers, T) float64
     synops: torch.Tensor  # (spiking layers, T) float64
+    totals: list[torch.Tensor] | None = None  # per layer (B, *shape) spikes over T, if asked
 
 
 def choose_chunk(net: SpikingNetwork, batch: int, time: int, device: torch.device,
@@ -57,6 +58,8 @@ def _initial_potential(layer: SpikingLayer, batch: int, v0: str, like: torch.Ten
     v = torch.zeros((batch, *layer.shape), dtype=like.dtype, device=like.device)
     if v0 == "half":
         v += layer.threshold / 2
+    if layer.v_init is not None:
+        v += layer.v_init
     return v
 
 
@@ -85,7 +88,9 @@ class Engine:
         self.opt = options
 
     @torch.no_grad()
-    def run_batch(self, x: torch.Tensor, labels: torch.Tensor, batch_index: int = 0) -> BatchCounts:
+    def run_batch(self, x: torch.Tensor, labels: torch.Tensor, batch_index: int = 0,
+                  keep_totals: bool = False) -> BatchCounts:
+        """Simulate one batch; `keep_totals` also returns every neuron's spike count."""
         net, opt = self.net, self.opt
         T, B = opt.time, x.shape[0]
         layers, output = net.spiking, net.output
@@ -98,6 +103,7 @@ class Engine:
         synops = torch.zeros(len(layers), T, dtype=torch.float64, device=dev)
         v = [_initial_potential(layer, B, opt.v0, x) for layer in layers]
         fired = [torch.empty(t.shape, dtype=torch.bool, device=dev) for t in v]
+        totals = [torch.zeros_like(t) for t in v] if keep_totals else None
         last = [torch.zeros((B, *layer.shape), dtype=dtype, device=dev) for layer in layers]
         out_sum = torch.zeros((B, *output.shape), dtype=dtype, device=dev)
         first = layers[0]
@@ -123,6 +129,8 @@ class Engine:
             for i, layer in enumerate(layers):
                 s = torch.empty((k, B, *layer.shape), dtype=dtype, device=dev)
                 _integrate(v[i], currents, layer.threshold, opt.reset, s, fired[i])
+                if totals is not None:
+                    totals[i] += s.sum(0)
                 per_neuron = s.view(k, B, -1).sum(1)  # (k, neurons)
                 spikes[i, t0:t0 + k] = per_neuron.sum(1, dtype=torch.float64)
                 synops[i, t0:t0 + k] = per_neuron.double() @ layer.fan_out.double()
@@ -139,4 +147,4 @@ class Engine:
             out_sum = running[-1]
             predicted = running.flatten(2).argmax(-1)  # (k, B)
             correct[t0:t0 + k] = (predicted == labels[None]).sum(1)
-        return BatchCounts(correct, spikes, synops)
+        return BatchCounts(correct, spikes, synops, totals)

@@ -35,6 +35,7 @@ class SpikingLayer:
     binary: bool = False
     spike_amplitude: torch.Tensor | None = None
     fan_out: torch.Tensor | None = None  # flat (neurons,), float
+    v_init: torch.Tensor | None = None  # added to the initial potential (SNN calibration)
     sources: list[str] = field(default_factory=list)
 
     @property
@@ -61,7 +62,7 @@ class SpikingLayer:
             self, ops=copy.deepcopy(self.ops).to(device), bias=move(self.bias),
             threshold=move(self.threshold),
             lam=move(self.lam), spike_amplitude=move(self.spike_amplitude),
-            fan_out=move(self.fan_out),
+            fan_out=move(self.fan_out), v_init=move(self.v_init),
         )
 
     def describe(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ NUMBERS: dict[str, tuple[str, type[int] | type[float]]] = {
     "eval_size": ("eval size", int),
     "norm": ("norm (calib.)", int),
     "seed": ("seed", int),
+    "readout_delay": ("readout delay", int),
 }
 CHOICE_LABELS = {
     "propagation": "propagation",
@@ -42,6 +43,7 @@ CHOICE_LABELS = {
     "v0": "v0",
     "encoding": "encoding",
     "threshold_granularity": "thresholds per",
+    "snn_calibration": "SNN calibration",
 }
 FROM_CHECKPOINT = ""  # the Select value for "whatever the checkpoint says"
 NO_DATA_PATH = {"digits"}  # bundled with scikit-learn: no folder to point at

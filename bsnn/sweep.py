@@ -1,0 +1,173 @@
+"""A grid of runs (models x percentiles x switch combinations) and their comparison table.
+
+Every cell is an ordinary run (its own run folder and events), so the dashboard's runs screen
+can open and overlay any of them; the sweep adds `sweep-<id>.csv`, `.md` and `.png` to the job
+dir. A variant is a named set of RunConfig switches, e.g. "v0=half,snn_calibration=bias".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bsnn.config import RunConfig
+from bsnn.errors import ConfigError
+from bsnn.events import Emit
+from bsnn.report import first_step_within
+
+REPORT_STEPS = (4, 8, 16, 32, 64, 128)
+SWITCHES = ("v0", "reset", "propagation", "encoding", "threshold_granularity", "binary_weights",
+            "readout_delay", "snn_calibration")
+PRESETS: dict[str, str] = {  # name -> switches; "paper" is the paper's method as it is
+    "paper": "",
+    "v0-half": "v0=half",
+    "channel": "threshold_granularity=channel",
+    "bias-cal": "snn_calibration=bias",
+    "potential-cal": "snn_calibration=potential",
+    "readout-2": "readout_delay=2",
+    "reset-zero": "reset=zero",
+    "best": "v0=half,snn_calibration=bias",
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    switches: dict[str, Any]
+
+
+def parse_variant(text: str) -> Variant:
+    """A preset name, or `[NAME:]key=value,key=value` over the switches above."""
+    if text in PRESETS:
+        name, body = text, PRESETS[text]
+    else:
+        name, _, body = text.rpartition(":") if ":" in text else (text, "", text)
+    switches: dict[str, Any] = {}
+    types = {f.name: f.type for f in fields(RunConfig)}
+    for item in filter(None, body.split(",")):
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in SWITCHES:
+            raise ConfigError(f"variant {text!r}: {item!r} is not a switch",
+                              f"use a preset ({', '.join(PRESETS)}) or key=value with key one "
+                              f"of {', '.join(SWITCHES)}")
+        switches[key] = int(value) if types[key] in ("int", int) else value.strip()
+    return Variant(name, switches)
+
+
+def grid(base: RunConfig, models: list[str], percentiles: list[float],
+         variants: list[Variant]) -> list[tuple[Variant, RunConfig]]:
+    """Every cell's config, validated before any work starts."""
+    cells = []
+    for model in models:
+        for p in percentiles:
+            for v in variants:
+                config = replace(base, model=model, percentile=p, run_id=None, **v.switches)
+                cells.append((v, config.validate()))
+    return cells
+
+
+def row(variant: Variant, summary: dict[str, Any]) -> dict[str, Any]:
+    """One line of the comparison table from a run's summary."""
+    acc = summary["accuracy_per_step"]
+    c = summary["config"]
+    layers = [x for x in summary["layers"] if x.get("firing_rate") is not None]
+    neurons = sum(x["neurons"] for x in layers)
+    rate = sum(x["firing_rate"] * x["neurons"] for x in layers) / neurons if neurons else None
+    out: dict[str, Any] = {
+        "model": c["model"], "percentile": c["percentile"], "variant": variant.name,
+        "status": summary["status"], "run_id": summary["run_id"],
+        "ann_acc": _pct(summary["ann_accuracy"]),
+    }
+    for t in REPORT_STEPS:
+        out[f"acc@{t}"] = _pct(acc[t - 1]) if t <= len(acc) else None
+    out["final_acc"] = _pct(acc[-1]) if acc else None
+    out["first_T_within_1pt"] = first_step_within(acc, summary["ann_accuracy"])
+    out["firing_rate"] = None if rate is None else round(rate, 4)
+    out["synops_per_image"] = (None if summary["synops_per_image"] is None
+                               else round(summary["synops_per_image"]))
+    return out
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else round(100 * x, 2)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    cols = [k for k in rows[0] if k not in ("status", "run_id")]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join("—" if r[k] is None else str(r[k]) for k in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summaries: list[tuple[str, dict[str, Any]]], path: Path) -> None:
+    """Every cell's accuracy curve on one chart, the ANN's accuracy dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    anns = set()
+    for label, s in summaries:
+        acc = s["accuracy_per_step"]
+        ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], label=label)
+        if s["ann_accuracy"] is not None:
+            anns.add(round(100 * s["ann_accuracy"], 2))
+    for a in sorted(anns):
+        ax.axhline(a, color="grey", ls="--", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time step")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def sweep(base: RunConfig, models: list[str], percentiles: list[float], variants: list[Variant],
+          emit: Emit | None = None, cancel: Callable[[], bool] | None = None,
+          on_row: Callable[[dict[str, Any]], None] | None = None) -> tuple[list[dict], Path]:
+    """Run the grid in order; write the table after every cell (a cancel keeps what was done).
+    Returns the rows and the path of the CSV."""
+    from bsnn.run import run
+
+    cells = grid(base, models, percentiles, variants)
+    job = Path(base.job_dir)
+    job.mkdir(parents=True, exist_ok=True)
+    stem = job / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    rows: list[dict[str, Any]] = []
+    curves: list[tuple[str, dict[str, Any]]] = []
+    for variant, config in cells:
+        if cancel is not None and cancel():
+            break
+        summary = run(config, emit, cancel)
+        rows.append(row(variant, summary))
+        curves.append((f"{Path(config.model).stem} p={config.percentile} {variant.name}",
+                       summary))
+        stem.with_suffix(".csv").write_text(to_csv(rows))
+        stem.with_suffix(".md").write_text(to_markdown(rows))
+        if on_row is not None:
+            on_row(rows[-1])
+        if summary["status"] == "cancelled":
+            break
+    if curves:
+        plot(curves, stem.with_suffix(".png"))
+    return rows, stem.with_suffix(".csv")
