@@ -16,7 +16,7 @@ import torch
 
 BINS = 4096
 COLLECT_CAP = 1 << 22  # values gathered in the final pass, over all groups
-CHUNK = 1 << 22  # elements processed at once
+CHUNK = 1 << 20  # elements processed at once (measured: 1 << 22 peaked at 3.7x the tensor)
 
 
 class StreamingPercentile:
