@@ -34,6 +34,7 @@ from bsnn import errors
 from bsnn.config import RunConfig
 from bsnn.errors import BsnnError, RunStorageError
 from bsnn.events import EVENTS_FILE, TERMINAL, Event, read_events
+from bsnn.report import pid_alive
 
 CANCEL_FILE = "cancel"
 ENGINE_LOG = "engine.log"
@@ -100,7 +101,7 @@ def _exports_done(run_dir: Path, status: str) -> bool:
         return True
     started = next((e for e in _events(run_dir) if e["type"] == "started"), {})
     local = started.get("host") in (None, socket.gethostname())
-    if local and started.get("pid") and not _pid_alive(int(started["pid"])):
+    if local and started.get("pid") and not pid_alive(int(started["pid"])):
         return True
     # Still exporting, or a process that lives on (a dashboard, another host): write_exports
     # writes summary.json, then accuracy.png when there is a curve to plot.
@@ -113,16 +114,6 @@ def _exports_done(run_dir: Path, status: str) -> bool:
             png.is_file() and png.stat().st_mtime >= (run_dir / "summary.json").stat().st_mtime)
     except (OSError, ValueError):
         return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _log_tail(paths: list[Path], lines: int = 15) -> str:

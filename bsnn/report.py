@@ -19,7 +19,8 @@ from bsnn.events import EVENTS_FILE, Event, read_events
 EXPORT_FILES = ("summary.json", "per_timestep.csv", "layers.csv", "summary.md", "accuracy.png")
 
 
-def _alive(pid: int | None, host: str | None) -> bool:
+def pid_alive(pid: int | None, host: str | None = None) -> bool:
+    """Whether the process that wrote a run still lives (unknowable for another host: no)."""
     if not pid or (host and host != socket.gethostname()):
         return False
     try:
@@ -56,7 +57,7 @@ def summarize(events: list[Event]) -> dict[str, Any]:
     if terminal is not None:
         status = terminal["type"]
     else:
-        status = "running" if _alive(started.get("pid"), started.get("host")) else "interrupted"
+        status = "running" if pid_alive(started.get("pid"), started.get("host")) else "interrupted"
 
     images = batch["images"] if batch else 0
     steps = int(config.get("time", 0))

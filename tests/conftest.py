@@ -1,11 +1,15 @@
-"""Small fixtures shared by the conversion and engine tests."""
+"""Small fixtures shared by the tests."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+
+from bsnn.checkpoint import ModelMeta, save_checkpoint
+from bsnn.models import build_model
 
 
 def _batches_from(images: torch.Tensor, size: int) -> Callable[[], list[torch.Tensor]]:
@@ -27,3 +31,13 @@ def one_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained digits-sized VGG saved as our checkpoint: fast runs with no training."""
+    path = tmp_path_factory.mktemp("model") / "digits-tiny.pt"
+    torch.manual_seed(0)
+    save_checkpoint(path, build_model("vgg6ab", 10, (1, 8, 8)),
+                    ModelMeta("vgg6ab", "digits", 10, (1, 8, 8)))
+    return path

@@ -27,15 +27,6 @@ from bsnn.models import build_model
 from bsnn.snn.engine import Engine
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "digits-tiny.pt"
-    torch.manual_seed(0)
-    save_checkpoint(path, build_model("vgg6ab", 10, (1, 8, 8)),
-                    ModelMeta("vgg6ab", "digits", 10, (1, 8, 8)))
-    return path
-
-
 def convert_args(model: Path | str, job_dir: Path, *extra: str) -> list[str]:
     return ["convert", "--model", str(model), "--dataset", "digits", "--time", "8",
             "--eval_size", "32", "--batch-size", "32", "--norm", "32", "--job-dir", str(job_dir),

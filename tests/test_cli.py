@@ -10,22 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bsnn.checkpoint import ModelMeta, save_checkpoint
 from bsnn.cli import main
 from bsnn.events import read_events
-from bsnn.models import build_model
 from bsnn.report import EXPORT_FILES
 from bsnn.run import RESULTS_HEADER
 from bsnn.snn.engine import Engine
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "digits-tiny.pt"
-    torch.manual_seed(0)
-    save_checkpoint(path, build_model("vgg6ab", 10, (1, 8, 8)),
-                    ModelMeta("vgg6ab", "digits", 10, (1, 8, 8)))
-    return path
 
 
 def convert_args(model: Path, job_dir: Path, *extra: str) -> list[str]:

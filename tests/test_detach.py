@@ -11,9 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
-from bsnn.checkpoint import ModelMeta, save_checkpoint
 from bsnn.cli import main
 from bsnn.config import RunConfig
 from bsnn.detach import (
@@ -27,19 +25,9 @@ from bsnn.detach import (
 )
 from bsnn.errors import CheckpointError
 from bsnn.events import read_events
-from bsnn.models import build_model
 from bsnn.report import EXPORT_FILES, summarize
 
 DIGITS_VAL = 360  # images in the digits evaluation split
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "digits-tiny.pt"
-    torch.manual_seed(0)
-    save_checkpoint(path, build_model("vgg6ab", 10, (1, 8, 8)),
-                    ModelMeta("vgg6ab", "digits", 10, (1, 8, 8)))
-    return path
 
 
 def config(model: Path, job_dir: Path, **changes: object) -> RunConfig:
