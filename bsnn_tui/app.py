@@ -2,6 +2,8 @@
 
 Start-up stays light (no torch; it loads in workers after the first paint), the run goes in a
 worker thread that feeds a RunFeed, and screens redraw from that feed a few times a second.
+The worker runs the engine itself (in-process) or starts it as a process of its own and follows
+its events.jsonl (detached), which is what any other viewer of the run does too.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.worker import get_current_worker
 
 from bsnn.cli.convert import config_from_args
 from bsnn.config import RunConfig
-from bsnn.errors import ConfigError
+from bsnn.errors import BsnnError, ConfigError
 from bsnn.events import EVENTS_FILE
 from bsnn.report import summarize
 from bsnn_tui import producers
@@ -45,10 +48,11 @@ class BsnnApp(App[None]):
     ]
 
     def __init__(self, config: RunConfig | None = None, *, start: bool = False,
-                 attach: Path | None = None) -> None:
+                 attach: Path | None = None, run_mode: str = "auto") -> None:
         super().__init__()
-        self.setup = SetupScreen(config or RunConfig(time=DASHBOARD_TIME))
+        self.setup = SetupScreen(config or RunConfig(time=DASHBOARD_TIME), run_mode)
         self.live: RunFeed | None = None  # the run this app started, if any
+        self.left_running: Path | None = None  # a detached run still going when we quit
         self._cancel = threading.Event()
         self._start_at_once = start
         self._attach = attach
@@ -83,16 +87,22 @@ class BsnnApp(App[None]):
         self.live = feed = RunFeed()
         feed.active = True
         self._cancel = threading.Event()
-        self._run(config, feed, self._cancel)
+        self._run(config, self.setup.run_mode(), feed, self._cancel)
         self.show_setup()
         self.push_screen(RunScreen(feed))
         self.refresh_bindings()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
-    def _run(self, config: RunConfig, feed: RunFeed, cancel: threading.Event) -> None:
-        """The engine, in a thread. Whatever it raises is shown, never lets the app fall."""
+    def _run(self, config: RunConfig, mode: str, feed: RunFeed, cancel: threading.Event) -> None:
+        """The engine in a thread, or a detached engine followed from one (resolving `auto`
+        may import torch: it is done here). Whatever it raises is shown, never lets the app
+        fall."""
+        worker = get_current_worker()
         try:
-            producers.run_engine(config, feed, cancel)
+            if producers.resolve_run_mode(mode, config.device) == "detached":
+                producers.run_detached(config, feed, cancel, lambda: worker.is_cancelled)
+            else:
+                producers.run_engine(config, feed, cancel)
         except Exception as error:
             feed.fail(error)
         finally:
@@ -114,10 +124,33 @@ class BsnnApp(App[None]):
         else:
             self.notify(f"after {summary['images']} images", title=f"run {summary['status']}")
 
+    def viewed_run(self) -> RunFeed | None:
+        """The run that `c` cancels: the one on screen when it is another process's run still
+        going (attached), else the run this app started while it runs."""
+        screen = self.screen_stack[-1] if self.screen_stack else None
+        if isinstance(screen, RunScreen) and screen.feed is not self.live:
+            running = screen.follow is not None and screen.summary["status"] == "running"
+            return screen.feed if running else None
+        return self.live if self.running else None
+
     def action_cancel(self) -> None:
-        if self.running:
-            self._cancel.set()
-            self.notify("cancelling: the run stops after the batch in flight")
+        """In-process, the engine reads the cancel flag; a detached or attached run's engine
+        reads its cancel file (bsnn.detach.request_cancel). Either stops at a batch boundary
+        and writes `cancelled` and the partial summary."""
+        feed = self.viewed_run()
+        if feed is None:
+            return
+        if feed is self.live:
+            self._cancel.set()  # the run worker passes it on to a detached engine
+        else:
+            from bsnn.detach import request_cancel
+
+            try:
+                request_cancel(feed.run_dir)  # type: ignore[arg-type]
+            except BsnnError as e:
+                self.notify(f"{e.message}\n{e.fix}", title="cannot cancel", severity="error")
+                return
+        self.notify("cancelling: the run stops after the batch in flight")
 
     def action_new_run(self) -> None:
         self.show_setup()
@@ -131,8 +164,13 @@ class BsnnApp(App[None]):
             self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        """Quitting cancels a running run, so its log ends with `cancelled`, not mid-air."""
-        self._cancel.set()
+        """Quitting cancels an in-process run, so its log ends with `cancelled`, not mid-air;
+        a detached run goes on (follow it again with --attach)."""
+        if self.running and self.live is not None and self.live.detached:
+            self.left_running = self.live.run_dir
+            self.notify(going_on(self.left_running), title="the run goes on")
+        else:
+            self._cancel.set()
         self.exit()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -140,14 +178,14 @@ class BsnnApp(App[None]):
         if action == "start":
             return not self.running or None
         if action == "cancel":
-            return self.running or None
+            return self.viewed_run() is not None or None
         return True
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """Every key's action is also in the command palette (ctrl+p), by name."""
         yield SystemCommand("Start run", "Start a run with the form's values (s)",
                             self.action_start)
-        if self.running:
+        if self.viewed_run() is not None:
             yield SystemCommand("Cancel run", "Stop the run after its current batch (c)",
                                 self.action_cancel)
         if isinstance(screen, RunScreen):
@@ -174,6 +212,12 @@ class BsnnApp(App[None]):
             self.push_screen(RunScreen(RunFeed(run_dir), follow=run_dir))
 
 
+def going_on(run_dir: Path | None) -> str:
+    """What to tell the user who leaves a detached run running."""
+    return (f"the run goes on in the background; follow it again with\n"
+            f"  bsnn-tui --attach {run_dir}\nor stop it with bsnn cancel {run_dir}")
+
+
 def serve(argv: Sequence[str], host: str, port: int) -> int:
     """Serve the same app to a browser; textual-serve is an optional extra, imported here."""
     try:
@@ -195,7 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {attach} holds no events.jsonl\nfix: pass a run folder "
               f"(a folder under the job dir)", file=sys.stderr)
         return 2
-    BsnnApp(config_from_args(args), start=args.start, attach=attach).run()
+    app = BsnnApp(config_from_args(args), start=args.start, attach=attach,
+                  run_mode=args.run_mode)
+    app.run()
+    if app.left_running is not None:
+        print(going_on(app.left_running))
     return 0
 
 

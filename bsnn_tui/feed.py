@@ -49,6 +49,7 @@ class RunFeed:
         self.run_dir = run_dir
         self.problem: Problem | None = None
         self.active = False  # a producer is still appending
+        self.detached = False  # its engine is a process of its own: quitting leaves it running
 
     def append(self, event: Event) -> None:
         """Called by the producer for each event; `started` tells a live run where its folder

@@ -1,5 +1,5 @@
 """The command line of `bsnn-tui`: the flags of `bsnn convert` (shared with it, to prefill the
-form) plus the dashboard's own (--start, --attach, --serve)."""
+form) plus the dashboard's own (--start, --run-mode, --attach, --serve)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from bsnn.cli.convert import add_run_arguments
+from bsnn_tui.producers import RUN_MODES
 
 DASHBOARD_TIME = 64  # fewer steps than the CLI's 80: a first look should be quick
 
@@ -23,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(time=DASHBOARD_TIME)
     ui = p.add_argument_group("dashboard")
     ui.add_argument("--start", action="store_true", help="start the run at once")
-    ui.add_argument("--attach", metavar="RUN_DIR", help="follow an existing run's events live")
+    ui.add_argument("--run-mode", choices=RUN_MODES, default="auto",
+                    help="detached: the engine runs as a process of its own and goes on when "
+                         "the dashboard quits; in-process: in the dashboard; auto (default): "
+                         "detached on CUDA, else in-process")
+    ui.add_argument("--attach", metavar="RUN_DIR",
+                    help="follow a run's events live (a running one, from any terminal)")
     ui.add_argument("--serve", action="store_true", help="serve the dashboard to a web browser")
     ui.add_argument("--host", default="127.0.0.1", help="with --serve (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=8000, help="with --serve (default 8000)")

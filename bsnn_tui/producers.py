@@ -1,6 +1,10 @@
 """What fills a RunFeed: the engine itself, or a run log another process is writing.
 
 Both run in worker threads. torch is imported here on first use, never at app start-up.
+
+Run modes: `in-process` runs the engine in a thread of the dashboard (quitting cancels it);
+`detached` starts it as a process of its own (bsnn.detach) and follows its events.jsonl, so it
+outlives the terminal and any viewer; `auto` is detached on CUDA, in-process otherwise.
 """
 
 from __future__ import annotations
@@ -8,12 +12,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bsnn.config import RunConfig
 from bsnn.events import follow
 from bsnn_tui.feed import RunFeed
+
+RUN_MODES = ("auto", "in-process", "detached")
 
 # Every run of this process goes to this one thread. torch's OpenMP keeps a thread team per
 # calling thread; once a second team exists (the thread of an earlier run, idle in Textual's
@@ -38,3 +45,69 @@ def follow_log(run_dir: Path, feed: RunFeed, stop: Callable[[], bool]) -> None:
     """Tail `run_dir/events.jsonl` into the feed until the run ends or `stop()`."""
     for event in follow(run_dir, stop):
         feed.append(event)
+
+
+def resolve_run_mode(mode: str, device: str, cuda: bool | None = None) -> str:
+    """`in-process` or `detached`. `auto` is detached on a CUDA device (a long GPU run should
+    outlive the terminal), in-process on the CPU. `cuda`: whether torch sees a CUDA device;
+    when None and `device` is auto, torch is asked (imported here: call from a worker)."""
+    if mode != "auto":
+        return mode
+    if device.startswith("cuda"):
+        return "detached"
+    if device != "auto":
+        return "in-process"
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    return "detached" if cuda else "in-process"
+
+
+def run_detached(config: RunConfig, feed: RunFeed, cancel: threading.Event,
+                 stop: Callable[[], bool]) -> None:
+    """Start `config` as an engine process of its own and follow its log into the feed until
+    the run ends or its engine dies. `cancel` is passed on to the engine (bsnn.detach's cancel
+    file: it stops at its next batch boundary); `stop()` ends only the following, never the run.
+    """
+    from bsnn.detach import new_run_id, request_cancel, start_detached
+
+    if stop():  # the dashboard quit before the run started: start nothing
+        return
+    config = replace(config, run_id=config.run_id or new_run_id())
+    feed.detached = True
+    feed.run_dir = Path(config.job_dir).absolute() / str(config.run_id)  # known before it starts
+    run_dir = start_detached(config, wait_for=None)
+    engine = _Engine(feed)
+    asked = False
+
+    def done() -> bool:
+        nonlocal asked
+        if cancel.is_set() and not asked:
+            request_cancel(run_dir)
+            asked = True
+        return stop() or engine.gone()
+
+    for event in follow(run_dir, done):
+        feed.append(event)
+
+
+class _Engine:
+    """Whether the engine that writes a feed's log has died (without a last word)."""
+
+    def __init__(self, feed: RunFeed) -> None:
+        self.feed = feed
+        self.started: dict[str, Any] | None = None
+        self.dead_checks = 0
+
+    def gone(self) -> bool:
+        """True once the engine was found dead twice with a read of the log in between, so its
+        last lines, written just before it died, are not lost."""
+        from bsnn.report import pid_alive
+
+        if self.started is None:
+            self.started = next((e for e in self.feed.events() if e["type"] == "started"), None)
+        if self.started is None or pid_alive(self.started.get("pid"), self.started.get("host")):
+            return False
+        self.dead_checks += 1
+        return self.dead_checks > 1

@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from test_tui_support import FakeEngine, fake_events, wait_for, write_run
 from textual.widgets import Input, Select, Static
 
 from bsnn.cli.convert import config_from_args
 from bsnn.config import RunConfig
+from bsnn.detach import request_cancel, run_status, wait_until_done
 from bsnn.events import EVENTS_FILE, read_events
-from bsnn.report import EXPORT_FILES
+from bsnn.report import EXPORT_FILES, summarize
 from bsnn_tui import producers
-from bsnn_tui.app import BsnnApp
+from bsnn_tui.app import BsnnApp, main
 from bsnn_tui.feed import RunFeed
 from bsnn_tui.options import build_parser, serve_command
 from bsnn_tui.screens.run import RunScreen
@@ -343,3 +347,151 @@ async def test_cancelling_a_real_run_keeps_what_was_done(tmp_path: Path,
         assert summary["status"] == "cancelled"
         assert 0 < summary["images"] < summary["images_total"]
         assert (app.live.run_dir / "summary.json").is_file()  # the engine exports what it has
+
+
+# -- run modes: a detached engine, viewers of it, cancel from a viewer ---------------------------
+
+
+def long_run(job_dir: Path) -> RunConfig:
+    """All 360 digits in 45 batches of about a second each: a cancel lands mid-run."""
+    return tiny(job_dir, eval_size=-1, batch_size=8, time=64)
+
+
+@pytest.fixture
+def detached_job_dir(tmp_path: Path) -> Iterator[Path]:
+    """A job dir whose detached engines are cancelled when the test ends, even if it failed."""
+    yield tmp_path
+    for events in tmp_path.glob(f"*/{EVENTS_FILE}"):
+        if run_status(events.parent) == "running":
+            request_cancel(events.parent)
+
+
+def test_run_mode_auto_is_detached_on_cuda_only() -> None:
+    resolve = producers.resolve_run_mode
+    assert [resolve("auto", d) for d in ("cpu", "cuda", "cuda:1")] == \
+        ["in-process", "detached", "detached"]
+    assert (resolve("auto", "auto", cuda=True), resolve("auto", "auto", cuda=False)) == \
+        ("detached", "in-process")
+    assert (resolve("detached", "cpu"), resolve("in-process", "cuda:0")) == \
+        ("detached", "in-process")
+    assert build_parser().parse_args([]).run_mode == "auto"
+    assert build_parser().parse_args(["--run-mode", "detached"]).run_mode == "detached"
+
+
+def test_quitting_a_detached_run_says_how_to_attach_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(app: BsnnApp) -> None:  # as if the user quit (q) while the run went on
+        assert app.setup.initial_run_mode == "detached"
+        app.left_running = tmp_path / "some-run"
+
+    monkeypatch.setattr(BsnnApp, "run", run)
+    assert main(["--run-mode", "detached"]) == 0
+    assert f"bsnn-tui --attach {tmp_path / 'some-run'}" in capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto means detached where there is CUDA")
+async def test_run_mode_auto_runs_in_process_on_a_cpu_only_machine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeEngine()
+    monkeypatch.setattr(producers, "run_engine", engine)
+    app = BsnnApp(tiny(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        run_mode = app.setup.query_one("#run_mode", Select)
+        assert run_mode.value == "auto" and run_mode.region.bottom <= 24 - 1 - 6  # fits 80x24
+        await wait_for(pilot, lambda: app.setup.cuda is not None, what="the catalog")
+        assert "auto → in-process" in str(run_mode.query_one("#label", Static).render())
+        await pilot.press("escape", "s")
+        await wait_for(pilot, lambda: finished(app), what="the run")
+        assert engine.calls == 1 and not app.live.detached
+
+
+@pytest.mark.asyncio
+@needs_engine
+async def test_a_detached_run_from_the_form_fills_the_panels_of_two_viewers(
+        detached_job_dir: Path) -> None:
+    app = BsnnApp(tiny(detached_job_dir, time=8), run_mode="detached")
+    async with app.run_test() as pilot:
+        assert app.setup.run_mode() == "detached"  # --run-mode prefills the form
+        await pilot.press("escape", "s")
+        screen = run_screen(app)
+        await wait_for(pilot, lambda: screen.summary["status"] == "running", timeout=60,
+                       what="the engine to start")
+        run_dir = app.live.run_dir
+        assert app.live.detached and "detached" in screen.sub_title
+        assert read_events(run_dir)[0]["pid"] != os.getpid()  # a process of its own
+        viewer = BsnnApp(RunConfig(job_dir=str(detached_job_dir)), attach=run_dir)
+        async with viewer.run_test() as second:
+            seen: set[str] = set()  # what the second viewer showed along the way
+
+            def both_done() -> bool:
+                if isinstance(viewer.screen, RunScreen):
+                    seen.add(viewer.screen.summary["status"])
+                return finished(app) and screen.summary["status"] == "finished" \
+                    and "finished" in seen
+
+            await wait_for(second, both_done, timeout=120, what="the run, in both viewers")
+            await pilot.pause(0.4)
+            assert "running" in seen  # the second viewer followed it live
+            on_disk = summarize(read_events(run_dir))
+            for summary in (screen.summary, run_screen(viewer).summary):
+                assert (summary["images"], summary["time_steps"]) == (64, 8)
+                assert summary["accuracy_per_step"] == on_disk["accuracy_per_step"]
+            assert screen.query_one(AccuracyPlot).curves[0][1] == on_disk["accuracy_per_step"]
+        assert wait_until_done(run_dir, timeout_s=30) == "finished"
+
+
+@pytest.mark.asyncio
+@needs_engine
+async def test_cancelling_a_detached_run_from_its_viewer(detached_job_dir: Path) -> None:
+    app = BsnnApp(long_run(detached_job_dir), run_mode="detached", start=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: run_screen(app).summary["images"] > 0, timeout=120,
+                       what="a first batch")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: finished(app), timeout=60, what="the cancel")
+        await pilot.pause(0.4)
+        summary = run_screen(app).summary
+        assert summary["status"] == "cancelled"
+        assert 0 < summary["images"] < summary["images_total"]
+        run_dir = app.live.run_dir
+    assert wait_until_done(run_dir, timeout_s=30) == "cancelled"
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "cancelled"
+
+
+@pytest.mark.asyncio
+@needs_engine
+async def test_quitting_leaves_a_detached_run_going_and_the_runs_screen_reattaches(
+        detached_job_dir: Path) -> None:
+    app = BsnnApp(long_run(detached_job_dir), run_mode="detached", start=True)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: run_screen(app).summary["status"] == "running",
+                       timeout=60, what="the engine to start")
+        run_dir = app.live.run_dir
+        await pilot.press("q")
+    assert app.left_running == run_dir
+    assert run_status(run_dir) == "running"  # the engine did not stop with the dashboard
+
+    viewer = BsnnApp(RunConfig(job_dir=str(detached_job_dir)))
+    async with viewer.run_test() as pilot:
+        await pilot.press("r")
+        runs = viewer.screen
+        assert isinstance(runs, RunsScreen)
+        await wait_for(pilot, lambda: len(runs.entries) == 1, what="the run list")
+        assert runs.entries[0].summary["status"] == "running"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(viewer.screen, RunScreen)
+                       and viewer.screen.summary["images"] > 0, timeout=120,
+                       what="the live run's panels")
+        screen = run_screen(viewer)
+        first = screen.summary["images"]
+        await wait_for(pilot, lambda: screen.summary["images"] > first, timeout=60,
+                       what="a batch more: the viewer follows the run")
+        assert "attached" in screen.sub_title
+        await pilot.press("c")
+        await wait_for(pilot, lambda: screen.summary["status"] == "cancelled", timeout=60,
+                       what="the cancel")
+        assert screen.summary["images"] < screen.summary["images_total"]
+    assert wait_until_done(run_dir, timeout_s=30) == "cancelled"
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "cancelled"

@@ -50,6 +50,9 @@ def test_setup_screen(snap_compare: Any, fixed_catalog: None) -> None:
             return bool(info) and "vgg6ab" in str(info.first().render())
 
         await wait_for(pilot, described, what="the metadata")
+        # the catalog says whether there is CUDA, and so what run mode `auto` means
+        await wait_for(pilot, lambda: app.setup.cuda is not None, what="the catalog")
+        await pilot.pause()
         await _no_blink(pilot)
 
     assert snap_compare(app, run_before=settled)

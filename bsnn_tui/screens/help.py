@@ -15,14 +15,15 @@ from textual.widgets import Static
 
 KEYS = (
     ("s", "start a run with the form's values (Enter in a field does too)"),
-    ("c", "cancel the running run: it stops after the batch in flight"),
+    ("c", "cancel the running run (or the attached one on screen): it stops after the batch "
+          "in flight and keeps what was done"),
     ("e", "export summary.json, per_timestep.csv, layers.csv, summary.md, accuracy.png"),
     ("n", "back to the form for a new run"),
     ("r", "the runs in the job dir: Space marks runs to overlay, Enter opens one"),
     ("Esc", "leave a text field, or go back"),
     ("Tab", "next field or panel; arrow keys scroll a panel"),
     ("ctrl+p", "command palette: every action by name"),
-    ("q", "quit (a running run is cancelled; its log is kept)"),
+    ("q", "quit: an in-process run is cancelled (its log is kept), a detached one goes on"),
 )
 PANELS = """\
 accuracy vs t — the SNN's accuracy at each time step; the grey line is the ANN's accuracy on \
@@ -32,7 +33,10 @@ image, its firing rate at each step (how long it takes to settle) and on average
 the rate its ANN activation predicts.
 
 A run keeps going when you leave its screen; `r` finds it again. Every figure comes from the \
-run's events.jsonl, so `bsnn-tui --attach RUN_DIR` shows a run started elsewhere."""
+run's events.jsonl, so `bsnn-tui --attach RUN_DIR` shows a run started elsewhere.
+
+Run mode: detached starts the engine as a process of its own that outlives the dashboard and \
+the terminal; in-process runs it inside the dashboard; auto is detached on CUDA."""
 
 
 class HelpScreen(ModalScreen[None]):

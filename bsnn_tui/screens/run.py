@@ -49,6 +49,7 @@ class RunScreen(Screen[None]):
         self._seen = 0
         self._ticks = 0
         self._state: tuple[Any, ...] | None = None
+        self._said_detached = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -85,16 +86,32 @@ class RunScreen(Screen[None]):
             return
         self._state = state
         events = self.feed.events()
+        before = self.summary["status"]
         self.summary = summary = summarize(events)
-        self.sub_title = summary["run_id"] or "starting"
+        if summary["status"] != before:
+            self.app.refresh_bindings()  # `c` cancels only a run that is still going
+        self.sub_title = " · ".join(filter(None, [summary["run_id"] or "starting", self.mode()]))
         self.query_one(RunProgress).show(summary, self.feed.why_failed(summary),
                                          self.feed.active)
         self.query_one(AccuracyPlot).show_run(summary)
         self.query_one(FiringRateBars).show(summary)
         self.query_one(RateHeatmap).show(summary)
         self.query_one(ThresholdsTable).show(summary)
-        self.query_one(RunLog).add(events[self._seen:])
+        log = self.query_one(RunLog)
+        log.add(events[self._seen:])
         self._seen = len(events)
+        if self.feed.detached and self.feed.run_dir is not None and not self._said_detached:
+            self._said_detached = True
+            log.write(f"detached: the engine is a process of its own; quitting (q) leaves it "
+                      f"running. Follow it again with bsnn-tui --attach {self.feed.run_dir}")
+
+    def mode(self) -> str:
+        """How this screen gets the run: from its own engine, or from a log another process
+        (a detached engine) writes."""
+        if self.feed.detached:
+            return "detached"
+        live = self.follow is not None and self.summary["status"] == "running"
+        return "attached" if live else ""
 
     def action_export(self) -> None:
         if self.feed.run_dir is None:

@@ -25,6 +25,7 @@ from bsnn.config import CHOICES, RunConfig
 from bsnn.errors import ConfigError
 from bsnn_tui import catalog
 from bsnn_tui.feed import Problem
+from bsnn_tui.producers import RUN_MODES, resolve_run_mode
 from bsnn_tui.widgets.model_info import ModelInfo
 
 # Typed fields: id (= RunConfig field) -> (label, parser).
@@ -43,7 +44,7 @@ CHOICE_LABELS = {
     "v0": "v0",
     "encoding": "encoding",
     "threshold_granularity": "thresholds per",
-    "snn_calibration": "SNN calibration",
+    "snn_calibration": "SNN calib.",
 }
 FROM_CHECKPOINT = ""  # the Select value for "whatever the checkpoint says"
 NO_DATA_PATH = {"digits"}  # bundled with scikit-learn: no folder to point at
@@ -94,9 +95,11 @@ class SetupScreen(Screen[None]):
     TITLE = "bsnn"
     SUB_TITLE = "set up a run"
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, run_mode: str = "auto") -> None:
         super().__init__()
         self.initial = config
+        self.initial_run_mode = run_mode
+        self.cuda: bool | None = None  # whether torch sees CUDA: known once the catalog is in
         self.meta: dict[str, Any] = {}
         self.reasons: dict[str, str] = {}
         self._describe_timer: Timer | None = None
@@ -132,6 +135,8 @@ class SetupScreen(Screen[None]):
                 yield choice(name, [(v, v) for v in CHOICES[name]], getattr(c, name))
             yield Label("job dir")
             yield Input(c.job_dir, compact=True, id="job_dir")
+            yield Label("run mode")
+            yield choice("run_mode", self.run_mode_options(c.device), self.initial_run_mode)
         with Horizontal(id="below"):
             yield ModelInfo(id="model-info")
             with Vertical(id="checks"):
@@ -176,6 +181,26 @@ class SetupScreen(Screen[None]):
     def job_dir(self) -> str:
         return self.query_one("#job_dir", Input).value.strip() or self.initial.job_dir
 
+    def run_mode(self) -> str:
+        """auto, in-process or detached, as selected (the app resolves auto when it starts)."""
+        return str(self.query_one("#run_mode", Select).value)
+
+    def run_mode_options(self, device: str) -> list[tuple[str, str]]:
+        """The run modes, `auto` labelled with what it means here once that is known (torch
+        says whether there is CUDA; it is never imported for this on the UI thread)."""
+        known = self.cuda is not None or device != "auto"
+        auto = f"auto → {resolve_run_mode('auto', device, self.cuda)}" if known else "auto"
+        return [(auto if mode == "auto" else mode, mode) for mode in RUN_MODES]
+
+    def show_run_mode(self) -> None:
+        select = self.query_one("#run_mode", Select)
+        value = select.value
+        with select.prevent(Select.Changed):
+            select.set_options(self.run_mode_options(str(self.query_one("#device",
+                                                                        Select).value)))
+            select.value = value
+            select.mutate_reactive(Select.value)  # the same value, a new label: redraw it
+
     # -- reacting to input -------------------------------------------------------------------
 
     @on(Input.Changed)
@@ -206,6 +231,10 @@ class SetupScreen(Screen[None]):
     @on(Select.Changed, "#dataset")
     def _dataset_changed(self) -> None:
         self.update_data_path()
+
+    @on(Select.Changed, "#device")
+    def _device_changed(self) -> None:
+        self.show_run_mode()
 
     def show_reasons(self) -> None:
         box = self.query_one("#problems", Static)
@@ -270,3 +299,5 @@ class SetupScreen(Screen[None]):
             with select.prevent(Select.Changed):
                 select.set_options(options)
                 select.value = value
+        self.cuda = any(value.startswith("cuda") for _, value in found.devices)
+        self.show_run_mode()
