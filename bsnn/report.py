@@ -115,6 +115,9 @@ def summarize(events: list[Event]) -> dict[str, Any]:
         "phase": by_type.get("phase", {}).get("name"),
         "warnings": [e["message"] for e in events if e["type"] == "warning"],
     }
+    if "distributed" in started:  # torchrun: the group and each rank's share so far
+        summary["distributed"] = {**started["distributed"],
+                                  "images_per_rank": batch.get("ranks") if batch else None}
     if status == "failed":
         failed = by_type["failed"]
         summary["error"] = {k: failed.get(k) for k in ("error", "message", "fix")}
@@ -158,6 +161,11 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f} %"
 
 
+def _group(summary: dict[str, Any]) -> str:
+    group = summary.get("distributed")
+    return f" x {group['world_size']} processes ({group['backend']})" if group else ""
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """A short human report for a lab notebook."""
     c = summary["config"]
@@ -171,7 +179,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"propagation {c.get('propagation')}, reset {c.get('reset')}, v0 {c.get('v0')}, "
         f"thresholds per {c.get('threshold_granularity')}",
         f"- images: {summary['images']} of {summary['images_total']}, device "
-        f"{summary['device']}, wall time {summary['wall_time_s'] or 0:.1f} s",
+        f"{summary['device']}{_group(summary)}, wall time {summary['wall_time_s'] or 0:.1f} s",
         f"- ANN accuracy (same images): {_pct(summary['ann_accuracy'])}",
         f"- SNN accuracy at T: {_pct(summary['final_accuracy'])} (best "
         f"{_pct(summary['best_accuracy'])}); within 1 point of the ANN from step "

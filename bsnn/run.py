@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from bsnn.config import RunConfig
+from bsnn.distributed import World, backend_for, init_from_env, local_device, shutdown, world
 from bsnn.errors import BsnnError, ConfigError, DataError, DeviceError, RunStorageError
 from bsnn.events import EVENTS_FILE, Emit, Event, EventLog, make_event
 from bsnn.report import summarize, write_exports
@@ -88,6 +89,16 @@ def _versions() -> dict[str, str]:
     return versions()
 
 
+class _NullLog:
+    """The event log of ranks other than 0: under torchrun rank 0 alone writes the run folder."""
+
+    def __call__(self, event: Event) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _Run:
     """The state of one run; `execute` is the sequence of phases."""
 
@@ -98,18 +109,26 @@ class _Run:
         self.cancel = cancel or (lambda: False)
         self.events: list[Event] = []
         self.images = 0
-        self.run_dir = new_run_dir(config.job_dir, config.run_id)
-        self.log = EventLog(self.run_dir / EVENTS_FILE)
+        self.world: World = world()
+        self.dist_created = False  # whether this run joined torchrun's group (and leaves it)
+        if self.world.main:
+            self.run_dir = new_run_dir(config.job_dir, config.run_id)
+            self.log: EventLog | _NullLog = EventLog(self.run_dir / EVENTS_FILE)
+        else:  # never created: rank 0 writes the folder, events, exports and results line
+            self.run_dir = Path(config.job_dir) / f"{config.run_id or 'run'}.rank{self.world.rank}"
+            self.log = _NullLog()
 
     def send(self, kind: str, **fields: Any) -> None:
         event = make_event(kind, **fields)
         self.events.append(event)
         self.log(event)
-        if self.emit is not None:
+        if self.emit is not None and self.world.main:
             self.emit(event)
 
     def check_cancel(self) -> None:
-        if self.cancel():
+        # Under torchrun a cancel is agreed at the simulation's batch boundaries (a rank that
+        # stopped alone would leave the others waiting in a collective).
+        if not self.world.distributed and self.cancel():
             raise Cancelled
 
     def execute(self) -> None:
@@ -120,10 +139,13 @@ class _Run:
 
         c = self.config
         torch.manual_seed(c.seed)
-        device = resolve_device(c.device)
+        device = local_device(resolve_device(c.device), self.world)
+        extra = {"distributed": {"world_size": self.world.size,
+                                 "backend": backend_for(device)}} if self.world.distributed else {}
         self.send("started", run_id=self.run_dir.name, run_dir=str(self.run_dir),
                   config=c.to_dict(), device=str(device), versions=_versions(),
-                  pid=os.getpid(), host=socket.gethostname())
+                  pid=os.getpid(), host=socket.gethostname(), **extra)
+        self.dist_created = init_from_env(device)
 
         self.send("phase", name="load_model", message=f"loading {c.model}")
         raw = read_checkpoint(c.model)
@@ -208,9 +230,10 @@ class _Run:
     def _workers(self, dataset: str, device: torch.device) -> int:
         if dataset == "digits":  # held in memory: worker processes would only add overhead
             return 0
-        if self.config.n_workers == -1:
-            return 4 * max(1, torch.cuda.device_count()) if device.type == "cuda" else 4
-        return self.config.n_workers
+        wanted = self.config.n_workers
+        if wanted == -1:
+            wanted = 4 * max(1, torch.cuda.device_count()) if device.type == "cuda" else 4
+        return min(wanted, os.cpu_count() or 1)  # more loader processes than cores only thrash
 
     def _loader(self, dataset, workers: int, device: torch.device):  # type: ignore[no-untyped-def]
         from bsnn.data import make_loader
@@ -220,11 +243,22 @@ class _Run:
 
     def _simulate(self, conversion, eval_set, workers: int,  # type: ignore[no-untyped-def]
                   device: torch.device) -> None:
+        from torch.utils.data import Subset
+
         from bsnn.convert import chain_forward
+        from bsnn.distributed import (
+            RankFailed,
+            broadcast_thresholds,
+            gather_objects,
+            gather_rows,
+            rounds,
+            shard_batches,
+        )
         from bsnn.snn.engine import Engine, SimOptions
 
         c = self.config
         net = conversion.network
+        broadcast_thresholds(net, conversion.ann)  # every rank simulates rank 0's network
         options = SimOptions(time=c.time, propagation=c.propagation, reset=c.reset, v0=c.v0,
                              encoding=c.encoding, seed=c.seed, readout_delay=c.readout_delay)
         if c.backend == "bindsnet":
@@ -234,44 +268,95 @@ class _Run:
         else:
             engine = Engine(net, options)
         names = [layer.name for layer in net.spiking]
-        correct = torch.zeros(c.time, dtype=torch.long, device=device)
-        spikes = torch.zeros(len(names), c.time, dtype=torch.float64, device=device)
+        n, steps = len(names), c.time
+        correct = torch.zeros(steps, dtype=torch.long)
+        spikes = torch.zeros(n, steps, dtype=torch.float64)
         synops = torch.zeros_like(spikes)
-        activation = torch.zeros(len(names), dtype=torch.float64, device=device)
-        ann_correct = torch.zeros((), dtype=torch.long, device=device)
+        activation = torch.zeros(n, dtype=torch.float64)
+        ann_correct = 0
         total = len(eval_set)
+        # Under torchrun rank r simulates global batches r, r+N, ... of the 1-process order; each
+        # round every rank sends one row of counters (or an empty one), and they are added in
+        # global batch order, so counters and events equal a 1-process run's, bit for bit.
+        w = self.world
+        shard = shard_batches(total, c.batch_size, w.rank, w.size)
+        mine = Subset(eval_set, [i for _, r in shard for i in r]) if w.distributed else eval_set
+        batches = iter(self._loader(mine, workers, device))
+        # row: has batch, failed, cancel, images, ANN correct | correct [T] | spikes [n, T] |
+        # synops [n, T] | ANN activation [n]
+        head, width = 5, 5 + steps + 2 * n * steps + n
+        done = [0] * w.size  # images per rank so far, for the `ranks` field
         start = time.perf_counter()
-        for b, (x, y) in enumerate(self._loader(eval_set, workers, device)):
+        for k in range(rounds(total, c.batch_size, w.size)):
             self.check_cancel()
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            with torch.no_grad():
-                out, acts = chain_forward(conversion.ann, x, keep=True)
-            ann_correct += (out.argmax(1) == y).sum()
-            activation += torch.stack([a.sum(dtype=torch.float64) for a in acts])
-            counts = engine.run_batch(x, y, b)
-            correct += counts.correct
-            spikes += counts.spikes
-            synops += counts.synops
-            self.images += len(y)
-            self.send(
-                "batch_done", batch=b, images=self.images, images_total=total,
-                correct_per_step=correct.tolist(), ann_correct=int(ann_correct),
-                spikes=dict(zip(names, spikes.tolist(), strict=True)),
-                synops=dict(zip(names, synops.tolist(), strict=True)),
-                ann_activation=dict(zip(names, activation.tolist(), strict=True)),
-                elapsed_s=time.perf_counter() - start,
-            )
+            row = torch.zeros(width, dtype=torch.float64, device=device)
+            error: Exception | None = None
+            if k < len(shard):
+                try:
+                    x, y = next(batches)
+                    x = x.to(device, non_blocking=True)
+                    y = y.to(device, non_blocking=True)
+                    with torch.no_grad():
+                        out, acts = chain_forward(conversion.ann, x, keep=True)
+                    counts = engine.run_batch(x, y, shard[k][0])
+                    row[:head] = torch.tensor([1, 0, 0, len(y), 0], dtype=torch.float64)
+                    row[4] = (out.argmax(1) == y).sum()
+                    row[head:] = torch.cat([
+                        counts.correct.double(), counts.spikes.flatten(),
+                        counts.synops.flatten(),
+                        torch.stack([a.sum(dtype=torch.float64) for a in acts])])
+                except Exception as e:
+                    if not w.distributed:
+                        raise
+                    error, row[:2] = e, torch.tensor([0.0, 1.0])
+            if w.distributed and self.cancel():
+                row[2] = 1
+            rows = gather_rows(row).cpu()
+            for r in range(w.size):
+                if rows[r, 0] == 0:
+                    continue
+                data = rows[r, head:]
+                correct += data[:steps].long()
+                spikes += data[steps:steps + n * steps].view(n, steps)
+                synops += data[steps + n * steps:steps + 2 * n * steps].view(n, steps)
+                activation += data[steps + 2 * n * steps:]
+                ann_correct += int(rows[r, 4])
+                self.images += int(rows[r, 3])
+                done[r] += int(rows[r, 3])
+                self.send(
+                    "batch_done", batch=k * w.size + r, images=self.images, images_total=total,
+                    correct_per_step=correct.tolist(), ann_correct=ann_correct,
+                    spikes=dict(zip(names, spikes.tolist(), strict=True)),
+                    synops=dict(zip(names, synops.tolist(), strict=True)),
+                    ann_activation=dict(zip(names, activation.tolist(), strict=True)),
+                    elapsed_s=time.perf_counter() - start,
+                    **({"ranks": list(done)} if w.distributed else {}),
+                )
+            failed = [r for r in range(w.size) if rows[r, 1] != 0]
+            if failed:  # every rank learns it at the same boundary: none is left waiting
+                notes = gather_objects(None if error is None else
+                                       f"{type(error).__name__}: {error}")
+                if error is not None:
+                    raise error  # this rank's own error, handled as in one process
+                r = failed[0]
+                raise RankFailed(
+                    f"rank {r} of {w.size} failed at batch {k * w.size + r}: {notes[r]}",
+                    f"rank {r}'s traceback is in its output (torchrun prints it); the other "
+                    "ranks stopped at the same batch boundary")
+            if rows[:, 2].any():
+                raise Cancelled
         self.sim_seconds = time.perf_counter() - start
 
     def finish(self) -> dict[str, Any]:
         """Exports from the events so far; never raises over the run's own outcome."""
         try:
-            write_exports(self.run_dir, self.events)
+            if self.world.main:
+                write_exports(self.run_dir, self.events)
         except OSError as e:
             self.send("warning", message=f"could not write the export files: {e}")
         finally:
             self.log.close()
+            shutdown(self.dist_created)
         return summarize(self.events)
 
 
@@ -288,7 +373,7 @@ def run(config: RunConfig, emit: Emit | None = None,
         summary = summarize(state.events)
         state.send("finished", images=state.images, wall_time_s=state.sim_seconds,
                    final_accuracy=summary["final_accuracy"])
-        if summary["final_accuracy"] is not None:
+        if summary["final_accuracy"] is not None and state.world.main:
             append_results_line(config, state.sim_seconds, 100 * summary["final_accuracy"])
     except Cancelled:
         state.send("cancelled", images=state.images)
@@ -305,7 +390,8 @@ def run(config: RunConfig, emit: Emit | None = None,
         state.finish()
         raise
     except Exception as err:
-        (state.run_dir / "traceback.txt").write_text(traceback.format_exc())
+        if state.world.main:  # other ranks print theirs (torchrun collects it)
+            (state.run_dir / "traceback.txt").write_text(traceback.format_exc())
         state.send("failed", error=type(err).__name__, message=str(err),
                    fix=f"unexpected; the traceback is in {state.run_dir / 'traceback.txt'}",
                    images=state.images)

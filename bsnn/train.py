@@ -9,6 +9,11 @@ Epochs are counted from 0 inside the code, as in the original training scripts (
 schedule`): "divide by 10 at 81" means epochs 0..80 use the base rate and epoch 81 the tenth.
 The learning rate and weight decay are pure functions of the epoch, so a resumed run only needs
 the epoch number to be on the same schedule.
+
+Under torchrun (`torchrun --nproc-per-node N -m bsnn train ...`) the model is wrapped in
+DistributedDataParallel: the recipe's batch size stays the global one (each rank takes batch/N
+images of a DistributedSampler's share), validation is sharded and its counts summed, so the
+figures are those of the whole set; rank 0 alone reports progress and writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from bsnn import distributed
 from bsnn.checkpoint import ModelMeta, load_state, read_checkpoint, save_checkpoint
 from bsnn.errors import CheckpointError, ConfigError, DeviceError
 from bsnn.models import DEFAULT_ARCH, build_model
@@ -211,6 +217,7 @@ class TrainStart:
     train_size: int
     val_size: int
     device: str
+    world_size: int = 1  # processes under torchrun (DistributedDataParallel)
 
 
 TrainEvent = TrainStart | BatchProgress | EpochResult
@@ -253,6 +260,12 @@ def _read_last_state(out: str | Path) -> dict[str, Any]:
 
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> float:
     """Top-1 accuracy (0..1) in eval mode: dropout off, no gradients, same answer every time."""
+    correct, total = _count_correct(model, loader, device)
+    return correct / max(total, 1)
+
+
+def _count_correct(model: nn.Module, loader: DataLoader,
+                   device: torch.device | str) -> tuple[int, int]:
     was_training = model.training
     model.eval()
     correct = total = 0
@@ -262,7 +275,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = 
             correct += int((model(x).argmax(1) == y).sum())
             total += y.numel()
     model.train(was_training)
-    return correct / max(total, 1)
+    return correct, total
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -275,9 +288,11 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
                            weight_decay=recipe.weight_decay)
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """Every epoch reseeds shuffling, augmentation and dropout: a resumed run is the same run."""
-    return seed * 100_003 + epoch
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """Every epoch reseeds shuffling, augmentation and dropout: a resumed run is the same run.
+    Each rank gets its own stream (rank 0's is the 1-process one), or all ranks would draw the
+    same dropout masks and augmentations."""
+    return seed * 100_003 + epoch + (rank << 32)
 
 
 def _train_epoch(
@@ -286,7 +301,8 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     report: Callable[[int, int, float, float], None],
-) -> tuple[float, float]:
+) -> tuple[float, int, int]:
+    """One pass over `loader`: (loss sum, correct, images), this rank's share."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     loss_sum = 0.0
@@ -304,10 +320,7 @@ def _train_epoch(
         correct += int((out.argmax(1) == y).sum())
         seen += n
         report(i + 1, batches, loss_sum / seen, correct / seen)
-    if not math.isfinite(loss_sum):
-        raise ConfigError("training diverged (the loss is not finite)",
-                          "lower --lr, or check the data normalisation")
-    return loss_sum / max(seen, 1), correct / max(seen, 1)
+    return loss_sum, correct, seen
 
 
 def train(
@@ -328,12 +341,37 @@ def train(
     optimiser and best accuracy; the recipe may change its epochs and rates but not its model
     or data.
     """
+    recipe.validate()
+    w = distributed.world()
+    notify: Progress = (progress if w.main else None) or (lambda _event: None)
+    dev = distributed.local_device(resolve_device(device), w)
+    if recipe.batch_size % w.size:
+        raise ConfigError(f"batch size {recipe.batch_size} does not split over {w.size} "
+                          "processes (it is the global batch: each takes an equal share)",
+                          f"pass a --batch-size that is a multiple of {w.size}")
+    created = distributed.init_from_env(dev)
+    try:
+        return _train(recipe, Path(out), w, dev, data=data, n_workers=n_workers,
+                      resume=resume, download=download, notify=notify)
+    except torch.distributed.DistError as e:  # a peer died mid-collective (its error is its own)
+        raise distributed.RankFailed(
+            f"rank {w.rank} lost contact with the other {w.size - 1} process(es) while "
+            f"training: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
+            "another rank failed, was killed or timed out; its own error is in its output "
+            "(torchrun's summary names it)") from None
+    finally:
+        distributed.shutdown(created)
+
+
+def _train(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *,
+           data: str | None, n_workers: int, resume: bool, download: bool,
+           notify: Progress) -> TrainResult:
+    """`train` once the process group (if any) is joined."""
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DistributedSampler, Subset
+
     from bsnn import data as datasets  # torchvision is heavy: load it only when training
 
-    recipe.validate()
-    notify: Progress = progress or (lambda _event: None)
-    dev = resolve_device(device)
-    out = Path(out)
     last = last_state_path(out)
     started = time.perf_counter()
 
@@ -367,38 +405,62 @@ def train(
         best_acc, best_epoch = state["best_accuracy"], state["best_epoch"]
 
     pin = dev.type == "cuda"
-    val_loader = datasets.make_loader(val_set, recipe.batch_size, n_workers=n_workers,
+    net: nn.Module = model
+    val_part = val_set
+    if w.distributed:  # same initial weights everywhere (seeded above, and DDP broadcasts)
+        net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
+        val_part = Subset(val_set, range(w.rank, len(val_set), w.size))  # no padding: exact
+    val_loader = datasets.make_loader(val_part, recipe.batch_size, n_workers=n_workers,
                                       pin_memory=pin)
-    notify(TrainStart(recipe, start_epoch, len(train_set), len(val_set), str(dev)))
+    notify(TrainStart(recipe, start_epoch, len(train_set), len(val_set), str(dev), w.size))
     history: list[EpochResult] = []
     for epoch in range(start_epoch, recipe.epochs):
         t0 = time.perf_counter()
         lr = recipe.lr_at(epoch)
         for group in optimizer.param_groups:
             group["lr"], group["weight_decay"] = lr, recipe.weight_decay_at(epoch)
-        torch.manual_seed(_epoch_seed(recipe.seed, epoch))
-        loader = datasets.make_loader(train_set, recipe.batch_size, shuffle=True,
-                                      n_workers=n_workers, pin_memory=pin,
-                                      seed=_epoch_seed(recipe.seed, epoch))
+        seed = _epoch_seed(recipe.seed, epoch, w.rank)
+        torch.manual_seed(seed)
+        if w.distributed:  # this rank's share of the epoch's permutation, batch / N at a time
+            sampler = DistributedSampler(train_set, num_replicas=w.size, rank=w.rank,
+                                         shuffle=True, seed=recipe.seed)
+            sampler.set_epoch(epoch)
+            loader = datasets.make_loader(Subset(train_set, list(sampler)),
+                                          recipe.batch_size // w.size, n_workers=n_workers,
+                                          pin_memory=pin, seed=seed)
+        else:
+            loader = datasets.make_loader(train_set, recipe.batch_size, shuffle=True,
+                                          n_workers=n_workers, pin_memory=pin, seed=seed)
 
         def report(batch: int, batches: int, loss: float, acc: float, epoch: int = epoch) -> None:
             notify(BatchProgress(epoch, recipe.epochs, batch, batches, loss, acc))
 
-        train_loss, train_acc = _train_epoch(model, loader, optimizer, dev, report)
-        val_acc = evaluate(model, val_loader, dev)
+        loss_sum, correct, seen = _train_epoch(net, loader, optimizer, dev, report)
+        val_correct, val_total = _count_correct(model, val_loader, dev)
+        # whole-set figures: every rank sees the same numbers and takes the same decisions
+        sums = distributed.all_reduce_counts(torch.tensor(
+            [loss_sum, correct, seen, val_correct, val_total], dtype=torch.float64, device=dev))
+        loss_sum, correct, seen, val_correct, val_total = sums.tolist()
+        if not math.isfinite(loss_sum):
+            raise ConfigError("training diverged (the loss is not finite)",
+                              "lower --lr, or check the data normalisation")
+        train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
+        val_acc = val_correct / max(val_total, 1)
         improved = val_acc > best_acc
         if improved:
             best_acc, best_epoch = val_acc, epoch
             meta.ann_accuracy = val_acc
             meta.recipe = {**recipe.to_dict(), "best_epoch": epoch + 1}
-            save_checkpoint(out, model, meta)
-        save_checkpoint(last, model, replace(meta, ann_accuracy=val_acc), train_state={
-            "epoch": epoch + 1,
-            "optimizer": optimizer.state_dict(),
-            "best_accuracy": best_acc,
-            "best_epoch": best_epoch,
-            "recipe": recipe.to_dict(),
-        })
+            if w.main:
+                save_checkpoint(out, model, meta)
+        if w.main:  # one writer; the others hold the same weights (DDP)
+            save_checkpoint(last, model, replace(meta, ann_accuracy=val_acc), train_state={
+                "epoch": epoch + 1,
+                "optimizer": optimizer.state_dict(),
+                "best_accuracy": best_acc,
+                "best_epoch": best_epoch,
+                "recipe": recipe.to_dict(),
+            })
         result = EpochResult(epoch, recipe.epochs, lr, train_loss, train_acc, val_acc, best_acc,
                              improved, time.perf_counter() - t0)
         history.append(result)

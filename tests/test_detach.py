@@ -37,7 +37,7 @@ def config(model: Path, job_dir: Path, **changes: object) -> RunConfig:
     return RunConfig(**{**base, **changes})  # type: ignore[arg-type]
 
 
-def wait_for(predicate: object, timeout_s: float = 60.0) -> None:
+def wait_for(predicate: object, timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"

@@ -7,6 +7,7 @@ BsnnError into one clear message and exit code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,7 +43,9 @@ def report_error(err: BsnnError) -> None:
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
-    console.print(f"[bold red]error:[/] {err.message}")
+    under_torchrun = os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+    rank = f"rank {os.environ.get('RANK', '?')}: " if under_torchrun else ""
+    console.print(f"[bold red]{rank}error:[/] {err.message}")
     if err.fix:
         console.print(f"[bold]fix:[/] {err.fix}")
 

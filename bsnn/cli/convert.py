@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bsnn.config import CHOICES, RunConfig
+from bsnn.errors import ConfigError
 from bsnn.events import Event
 
 
@@ -117,10 +118,16 @@ def main(args: argparse.Namespace) -> int:
 
     from bsnn.cli.progress import ProgressPrinter, print_summary
     from bsnn.detach import cancel_requested, new_run_id, start_detached
+    from bsnn.distributed import world
     from bsnn.run import run
 
     config = config_from_args(args).validate()
-    console = Console()
+    w = world()
+    console = Console(quiet=not w.main)  # under torchrun rank 0 alone reports
+    if args.detach and w.distributed:
+        raise ConfigError("--detach cannot be used under torchrun",
+                          "detach torchrun itself instead (nohup torchrun ... &, tmux, or a "
+                          "batch job); the dashboard can still attach to the run folder")
     if args.detach:
         with console.status("starting the engine and checking the inputs..."):
             run_dir = start_detached(config)
@@ -131,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     config.run_id = config.run_id or new_run_id()
     run_dir = Path(config.job_dir) / config.run_id
-    printer = None if args.quiet else ProgressPrinter(console)
+    printer = None if args.quiet or not w.main else ProgressPrinter(console)
 
     def warnings_only(event: Event) -> None:  # --quiet still says what it changed
         if event["type"] == "warning":

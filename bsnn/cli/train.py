@@ -3,6 +3,10 @@
 A preset gives every hyper-parameter; each flag given on the command line overrides one field.
 Without --preset the data set's own preset is used (`<dataset>-fp` / `<dataset>-binary`), or
 the CPU-sized CIFAR-10 one for data sets that have none (an image folder).
+
+Several processes: `torchrun --nproc-per-node N -m bsnn train ...` trains with
+DistributedDataParallel (nccl on CUDA, one GPU per process; gloo on CPU). --batch-size stays the
+global batch; rank 0 alone prints and writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from rich.progress import (
 
 from bsnn import train as training
 from bsnn.data import DATASETS
+from bsnn.distributed import world
 from bsnn.train import OPTIMIZERS, PRESETS, BatchProgress, EpochResult, Recipe, TrainStart
 
 # The flags that override a preset's field of the same name.
@@ -91,10 +96,12 @@ def run(args: argparse.Namespace) -> int:
         recipe = replace(training.resume_recipe(out), **changes)
     device = "cuda" if args.gpu else args.device
     dev = training.resolve_device(device)
+    w = world()
     n_workers = args.n_workers if args.n_workers is not None else (
-        min(4, os.cpu_count() or 1) if dev.type == "cuda" else 0)
+        min(4, max(1, (os.cpu_count() or 1) // w.size)) if dev.type == "cuda" else 0)
 
-    console = Console(highlight=False, soft_wrap=True)
+    main_rank = w.main  # under torchrun the other ranks train silently
+    console = Console(highlight=False, soft_wrap=True, quiet=not main_rank)
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -115,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
                 f"training {r.model_arch}{' (binary)' if r.binary else ''} on {r.dataset}: "
                 f"{event.train_size} train / {event.val_size} val images, {r.epochs} epochs, "
                 f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, device {event.device}"
+                + (f" x {event.world_size} processes (DistributedDataParallel)"
+                   if event.world_size > 1 else "")
                 + (f", resuming at epoch {event.start_epoch + 1}" if event.start_epoch else "")
             )
             bar.start()  # only now: an error while loading prints no empty progress display

@@ -36,6 +36,9 @@ def throughput_line(summary: dict[str, Any]) -> str:
         parts.append(f"{speed:,.1f} img/s")
         if summary["status"] == "running" and total:
             parts.append(f"ETA {duration(max(0, total - done) / speed)}")
+    group = summary.get("distributed")
+    if group and group["images_per_rank"]:  # torchrun: each rank's share
+        parts.append("ranks " + " + ".join(f"{n:,}" for n in group["images_per_rank"]))
     if summary["wall_time_s"] is not None:
         parts.append(f"elapsed {duration(summary['wall_time_s'])}")
     return " · ".join(parts)
