@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_tui_support import FakeEngine, fake_events, wait_for, write_run
+from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static
 
 from bsnn.cli.convert import config_from_args
@@ -331,6 +332,18 @@ async def test_a_bad_checkpoint_is_explained_and_the_next_run_works(tmp_path: Pa
         assert problem_text(app) == ""
 
 
+async def cancel_after_first_batch(app: BsnnApp, pilot: Pilot) -> None:
+    """Press `c` once a batch is done; the run ends cancelled with a partial count."""
+    await wait_for(pilot, lambda: run_screen(app).summary["images"] > 0, timeout=120,
+                   what="a first batch")
+    await pilot.press("c")
+    await wait_for(pilot, lambda: finished(app), timeout=60, what="the cancel")
+    await pilot.pause(0.4)
+    summary = run_screen(app).summary
+    assert summary["status"] == "cancelled"
+    assert 0 < summary["images"] < summary["images_total"]
+
+
 @pytest.mark.asyncio
 @needs_engine
 async def test_cancelling_a_real_run_keeps_what_was_done(tmp_path: Path,
@@ -338,14 +351,7 @@ async def test_cancelling_a_real_run_keeps_what_was_done(tmp_path: Path,
     pace_batches(monkeypatch, 0.1)
     app = BsnnApp(tiny(tmp_path, eval_size=-1, batch_size=8, time=64), start=True)
     async with app.run_test() as pilot:
-        await wait_for(pilot, lambda: run_screen(app).summary["images"] > 0, timeout=120,
-                       what="a first batch")
-        await pilot.press("c")
-        await wait_for(pilot, lambda: finished(app), timeout=30, what="the cancel")
-        await pilot.pause(0.4)
-        summary = run_screen(app).summary
-        assert summary["status"] == "cancelled"
-        assert 0 < summary["images"] < summary["images_total"]
+        await cancel_after_first_batch(app, pilot)
         assert (app.live.run_dir / "summary.json").is_file()  # the engine exports what it has
 
 
@@ -447,14 +453,7 @@ async def test_a_detached_run_from_the_form_fills_the_panels_of_two_viewers(
 async def test_cancelling_a_detached_run_from_its_viewer(detached_job_dir: Path) -> None:
     app = BsnnApp(long_run(detached_job_dir), run_mode="detached", start=True)
     async with app.run_test() as pilot:
-        await wait_for(pilot, lambda: run_screen(app).summary["images"] > 0, timeout=120,
-                       what="a first batch")
-        await pilot.press("c")
-        await wait_for(pilot, lambda: finished(app), timeout=60, what="the cancel")
-        await pilot.pause(0.4)
-        summary = run_screen(app).summary
-        assert summary["status"] == "cancelled"
-        assert 0 < summary["images"] < summary["images_total"]
+        await cancel_after_first_batch(app, pilot)
         run_dir = app.live.run_dir
     assert wait_until_done(run_dir, timeout_s=30) == "cancelled"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "cancelled"
