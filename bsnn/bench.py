@@ -1,13 +1,15 @@
 """`bsnn bench engine`: the engine against bindsnet and against the dense floor, one run.
 
 All figures are measured in the same process on the same converted network and batch, so the
-ratios hold on any machine. Memory: peak CUDA allocation on CUDA; on CPU the peak resident set
-above a baseline, sampled every millisecond from a thread.
+ratios hold on any machine. Memory: peak CUDA allocation on CUDA; on CPU the peak of the C heap's
+bytes in use (glibc's mallinfo2: heap plus mmap'd blocks, so neither fragmentation nor pages kept
+after a free count) above a baseline, sampled every millisecond from a thread; the resident set
+where mallinfo2 is missing.
 """
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import gc
 import threading
 import time
@@ -22,15 +24,29 @@ from bsnn.models import build_model
 from bsnn.snn.engine import Engine, SimOptions
 
 
-def _release_free_memory() -> None:
-    """Give freed heap pages back to the OS so the RSS baseline is not inflated by them."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
 
 
-def _rss_bytes() -> int:
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return fn  # type: ignore[no-any-return]
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def _heap_bytes() -> int:
+    """Bytes the C allocator has handed out and not taken back (the resident set without glibc)."""
+    if _MALLINFO2 is not None:
+        info = _MALLINFO2()
+        return int(info.uordblks + info.hblkhd)
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
 
@@ -49,8 +65,7 @@ class PeakMemory:
             self.base = torch.cuda.memory_allocated(self.device)
         else:
             gc.collect()
-            _release_free_memory()
-            self.base = _rss_bytes()
+            self.base = _heap_bytes()
             self._stop = threading.Event()
             self._max = self.base
             self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -59,7 +74,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self._max = max(self._max, _rss_bytes())
+            self._max = max(self._max, _heap_bytes())
             time.sleep(0.001)
 
     def __exit__(self, *exc: object) -> None:
@@ -69,22 +84,29 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
-            self.peak = max(self._max, _rss_bytes()) - self.base
+            self.peak = max(self._max, _heap_bytes()) - self.base
 
 
-def _timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> float:
-    """Best wall time of `repeat` calls after one warm-up."""
+def _once(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
     fn()
-    best = float("inf")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
+
+
+def _timed_pair(a: Callable[[], Any], b: Callable[[], Any], device: torch.device,
+                repeat: int) -> tuple[float, float]:
+    """Best wall times of `a` and `b` after a warm-up of each, timed in turns, so a slow spell
+    of a shared machine does not land on one side only."""
+    a(), b()
+    times_a, times_b = [], []
     for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t)
-    return best
+        times_a.append(_once(a, device))
+        times_b.append(_once(b, device))
+    return min(times_a), min(times_b)
 
 
 def bench_calibration(shape: tuple[int, ...] = (32, 64, 112, 112),
@@ -130,9 +152,10 @@ def bench_engine(
     result: dict[str, Any] = {"device": str(device), "arch": arch, "batch": batch,
                               "time_steps": time_steps}
     with PeakMemory(device) as ann_mem:
-        dense_s = _timed(dense, device, repeat)
+        dense()
     with PeakMemory(device) as engine_mem:
-        engine_s = _timed(lambda: engine.run_batch(x, y), device, repeat)
+        engine.run_batch(x, y)
+    dense_s, engine_s = _timed_pair(dense, lambda: engine.run_batch(x, y), device, repeat)
     result.update(
         engine_img_steps_per_s=img_steps / engine_s,
         dense_img_steps_per_s=img_steps / dense_s,
@@ -144,7 +167,7 @@ def bench_engine(
         from bsnn.backends.bindsnet import BindsnetBackend
 
         backend = BindsnetBackend(net, options)
-        bindsnet_s = _timed(lambda: backend.run_batch(x, y), device, 1)
+        bindsnet_s = min(_once(lambda: backend.run_batch(x, y), device) for _ in range(2))
         ours, theirs = engine.run_batch(x, y), backend.run_batch(x, y)
         result.update(
             bindsnet_img_steps_per_s=img_steps / bindsnet_s,

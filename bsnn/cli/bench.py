@@ -31,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
     results = []
     for device in devices:
         r = bench_engine(device, batch=batch, time_steps=steps,
-                         with_bindsnet=not args.no_bindsnet, repeat=1 if args.quick else 3)
+                         with_bindsnet=not args.no_bindsnet, repeat=1 if args.quick else 7)
         r.update(bench_calibration(device=device))
         results.append(r)
     table = Table(title=f"engine benchmark: vgg8ab, batch {batch}, T={steps}")

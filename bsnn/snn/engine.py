@@ -104,7 +104,8 @@ class Engine:
         v = [_initial_potential(layer, B, opt.v0, x) for layer in layers]
         fired = [torch.empty(t.shape, dtype=torch.bool, device=dev) for t in v]
         totals = [torch.zeros_like(t) for t in v] if keep_totals else None
-        last = [torch.zeros((B, *layer.shape), dtype=dtype, device=dev) for layer in layers]
+        last = [torch.zeros((B, *layer.shape), dtype=dtype, device=dev)  # spikes held back
+                for layer in layers] if delayed else []
         out_sum = torch.zeros((B, *output.shape), dtype=dtype, device=dev)
         first = layers[0]
         constant_current = first.current(x) if opt.encoding == "constant" else None
