@@ -171,13 +171,8 @@ async def test_cancel_stops_within_a_batch_and_keeps_the_partial_run(
     monkeypatch.setattr(producers, "run_engine", FakeEngine(delay_s=0.2, batches=50))
     app = BsnnApp(tiny(tmp_path), start=True)
     async with app.run_test() as pilot:
-        await wait_for(pilot, lambda: run_screen(app).summary["images"] > 0, what="a batch")
-        await pilot.press("c")
-        await wait_for(pilot, lambda: finished(app), timeout=5, what="the cancel")
-        await pilot.pause(0.4)
+        await cancel_after_first_batch(app, pilot, within_s=5)
         summary = run_screen(app).summary
-        assert summary["status"] == "cancelled"
-        assert 0 < summary["images"] < summary["images_total"]
         assert len(summary["accuracy_per_step"]) == 16  # the partial curve is kept
         events = read_events(app.live.run_dir)
         assert events[-1]["type"] == "cancelled"
@@ -218,16 +213,22 @@ def _truncated_run(run_dir: Path) -> Path:
     return run_dir
 
 
+async def open_runs_screen(app: BsnnApp, pilot: Pilot, count: int) -> RunsScreen:
+    """Press `r` and wait until the runs screen lists `count` runs."""
+    await pilot.press("r")
+    screen = app.screen
+    assert isinstance(screen, RunsScreen)
+    await wait_for(pilot, lambda: len(screen.entries) == count, what="the run list")
+    return screen
+
+
 @pytest.mark.asyncio
 async def test_runs_screen_reads_finished_and_partial_runs(tmp_path: Path) -> None:
     write_run(tmp_path / "a-finished", fake_events(tmp_path / "a-finished"))
     _truncated_run(tmp_path / "b-partial")
     app = BsnnApp(RunConfig(job_dir=str(tmp_path)))
     async with app.run_test() as pilot:
-        await pilot.press("r")
-        screen = app.screen
-        assert isinstance(screen, RunsScreen)
-        await wait_for(pilot, lambda: len(screen.entries) == 2, what="the run list")
+        screen = await open_runs_screen(app, pilot, count=2)
         status = {e.run_dir.name: e.summary["status"] for e in screen.entries}
         assert status == {"a-finished": "finished", "b-partial": "interrupted"}
 
@@ -332,12 +333,13 @@ async def test_a_bad_checkpoint_is_explained_and_the_next_run_works(tmp_path: Pa
         assert problem_text(app) == ""
 
 
-async def cancel_after_first_batch(app: BsnnApp, pilot: Pilot) -> None:
-    """Press `c` once a batch is done; the run ends cancelled with a partial count."""
+async def cancel_after_first_batch(app: BsnnApp, pilot: Pilot, within_s: float = 60) -> None:
+    """Press `c` once a batch is done; the run ends cancelled (within `within_s`) with a
+    partial count."""
     await wait_for(pilot, lambda: run_screen(app).summary["images"] > 0, timeout=120,
                    what="a first batch")
     await pilot.press("c")
-    await wait_for(pilot, lambda: finished(app), timeout=60, what="the cancel")
+    await wait_for(pilot, lambda: finished(app), timeout=within_s, what="the cancel")
     await pilot.pause(0.4)
     summary = run_screen(app).summary
     assert summary["status"] == "cancelled"
@@ -474,10 +476,7 @@ async def test_quitting_leaves_a_detached_run_going_and_the_runs_screen_reattach
 
     viewer = BsnnApp(RunConfig(job_dir=str(detached_job_dir)))
     async with viewer.run_test() as pilot:
-        await pilot.press("r")
-        runs = viewer.screen
-        assert isinstance(runs, RunsScreen)
-        await wait_for(pilot, lambda: len(runs.entries) == 1, what="the run list")
+        runs = await open_runs_screen(viewer, pilot, count=1)
         assert runs.entries[0].summary["status"] == "running"
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(viewer.screen, RunScreen)

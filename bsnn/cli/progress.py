@@ -18,16 +18,22 @@ from rich.table import Table
 from bsnn.events import Event
 
 
+def progress_bar(console: Console, label: str, figures: str, transient: bool) -> Progress:
+    """The one progress line of the CLI: label, bar, n/total, live figures, elapsed, ETA."""
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn(figures),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, transient=transient,
+    )
+
+
 class ProgressPrinter:
     """An `emit` consumer: phases as lines, batches as a progress bar with live accuracy."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(
-            TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, transient=False,
-        )
+        self.progress = progress_bar(console, "[bold]simulate", "{task.fields[acc]}",
+                                     transient=False)
         self.task: Any = None
 
     def __call__(self, event: Event) -> None:

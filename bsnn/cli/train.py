@@ -17,16 +17,9 @@ from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from bsnn import train as training
+from bsnn.cli.progress import progress_bar
 from bsnn.data import DATASETS
 from bsnn.distributed import world
 from bsnn.train import OPTIMIZERS, PRESETS, BatchProgress, EpochResult, Recipe, TrainStart
@@ -102,17 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
     main_rank = w.main  # under torchrun the other ranks train silently
     console = Console(highlight=False, soft_wrap=True, quiet=not main_rank)
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    bar = progress_bar(console, "{task.description}",
+                       "loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}", transient=True)
     tasks: dict[int, Any] = {}
 
     def show(event: training.TrainEvent) -> None:
