@@ -72,7 +72,9 @@ class RunProgress(Vertical):
         if summary["phase"] and status == "running":
             title.append(f" · {summary['phase']}", style="dim")
         self.query_one("#status", Label).update(title)
-        self.query_one("#bar", ProgressBar).update(total=summary["images_total"] or None,
+        # an empty bar, not the indeterminate one, until the total is known: its animation
+        # repaints many times a second, CPU the engine could use
+        self.query_one("#bar", ProgressBar).update(total=summary["images_total"] or 1,
                                                    progress=summary["images"])
         self.query_one("#figures", Label).update(throughput_line(summary))
         box = self.query_one("#problem", Static)
