@@ -172,7 +172,7 @@ def rounds(n_items: int, batch_size: int, size: int) -> int:
 
 
 def all_reduce_counts(counts: torch.Tensor) -> torch.Tensor:
-    """Sum `counts` over the group in place (integer counts: exact in any order)."""
+    """Sum `counts` over the group in place; every rank gets the same sums."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         with collective("a counter sum"):
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)

@@ -89,6 +89,9 @@ def _versions() -> dict[str, str]:
     return versions()
 
 
+_IDLE, _DONE, _FAILED = 0, 1, 2  # the state of a rank's row in one round of the simulation
+
+
 class _NullLog:
     """The event log of ranks other than 0: under torchrun rank 0 alone writes the run folder."""
 
@@ -269,60 +272,60 @@ class _Run:
             engine = Engine(net, options)
         names = [layer.name for layer in net.spiking]
         n, steps = len(names), c.time
+        # One batch's counters travel as one float64 row (exact for these integer counts):
+        # state, images, ANN correct | correct per step | spikes | synops | ANN activation.
+        sizes = [1, 1, 1, steps, n * steps, n * steps, n]
         correct = torch.zeros(steps, dtype=torch.long)
         spikes = torch.zeros(n, steps, dtype=torch.float64)
         synops = torch.zeros_like(spikes)
         activation = torch.zeros(n, dtype=torch.float64)
         ann_correct = 0
-        total = len(eval_set)
-        # Under torchrun rank r simulates global batches r, r+N, ... of the 1-process order; each
-        # round every rank sends one row of counters (or an empty one), and they are added in
-        # global batch order, so counters and events equal a 1-process run's, bit for bit.
+
+        def simulate(x: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.no_grad():
+                out, acts = chain_forward(conversion.ann, x, keep=True)
+            counts = engine.run_batch(x, y, batch)
+            head = torch.tensor([_DONE, len(y)], dtype=torch.float64, device=device)
+            return torch.cat([head, (out.argmax(1) == y).sum(dtype=torch.float64)[None],
+                              counts.correct.double(), counts.spikes.flatten(),
+                              counts.synops.flatten(),
+                              torch.stack([a.sum(dtype=torch.float64) for a in acts])])
+
+        # Under torchrun rank r simulates global batches r, r+N, ... of the 1-process order;
+        # each round every rank contributes one row (_IDLE when it has no batch left) and rank 0
+        # adds them in global batch order, so counters and events equal a 1-process run's.
         w = self.world
+        total = len(eval_set)
         shard = shard_batches(total, c.batch_size, w.rank, w.size)
         mine = Subset(eval_set, [i for _, r in shard for i in r]) if w.distributed else eval_set
         batches = iter(self._loader(mine, workers, device))
-        # row: has batch, failed, cancel, images, ANN correct | correct [T] | spikes [n, T] |
-        # synops [n, T] | ANN activation [n]
-        head, width = 5, 5 + steps + 2 * n * steps + n
         done = [0] * w.size  # images per rank so far, for the `ranks` field
         start = time.perf_counter()
         for k in range(rounds(total, c.batch_size, w.size)):
             self.check_cancel()
-            row = torch.zeros(width, dtype=torch.float64, device=device)
+            row = torch.zeros(sum(sizes), dtype=torch.float64, device=device)
             error: Exception | None = None
             if k < len(shard):
                 try:
-                    x, y = next(batches)
-                    x = x.to(device, non_blocking=True)
-                    y = y.to(device, non_blocking=True)
-                    with torch.no_grad():
-                        out, acts = chain_forward(conversion.ann, x, keep=True)
-                    counts = engine.run_batch(x, y, shard[k][0])
-                    row[:head] = torch.tensor([1, 0, 0, len(y), 0], dtype=torch.float64)
-                    row[4] = (out.argmax(1) == y).sum()
-                    row[head:] = torch.cat([
-                        counts.correct.double(), counts.spikes.flatten(),
-                        counts.synops.flatten(),
-                        torch.stack([a.sum(dtype=torch.float64) for a in acts])])
+                    row = simulate(*next(batches), shard[k][0])
                 except Exception as e:
                     if not w.distributed:
                         raise
-                    error, row[:2] = e, torch.tensor([0.0, 1.0])
-            if w.distributed and self.cancel():
-                row[2] = 1
-            rows = gather_rows(row).cpu()
+                    error, row[0] = e, _FAILED
+            cancelled = w.distributed and self.cancel()
+            rows = gather_rows(torch.cat([row, row.new_tensor([cancelled])])).cpu()
             for r in range(w.size):
-                if rows[r, 0] == 0:
+                state, images, ann, corr, spk, syn, act = rows[r, :-1].split(sizes)
+                if state != _DONE:
                     continue
-                data = rows[r, head:]
-                correct += data[:steps].long()
-                spikes += data[steps:steps + n * steps].view(n, steps)
-                synops += data[steps + n * steps:steps + 2 * n * steps].view(n, steps)
-                activation += data[steps + 2 * n * steps:]
-                ann_correct += int(rows[r, 4])
-                self.images += int(rows[r, 3])
-                done[r] += int(rows[r, 3])
+                correct += corr.long()
+                spikes += spk.view(n, steps)
+                synops += syn.view(n, steps)
+                activation += act
+                ann_correct += int(ann)
+                self.images += int(images)
+                done[r] += int(images)
                 self.send(
                     "batch_done", batch=k * w.size + r, images=self.images, images_total=total,
                     correct_per_step=correct.tolist(), ann_correct=ann_correct,
@@ -332,7 +335,7 @@ class _Run:
                     elapsed_s=time.perf_counter() - start,
                     **({"ranks": list(done)} if w.distributed else {}),
                 )
-            failed = [r for r in range(w.size) if rows[r, 1] != 0]
+            failed = (rows[:, 0] == _FAILED).nonzero().flatten().tolist()
             if failed:  # every rank learns it at the same boundary: none is left waiting
                 notes = gather_objects(None if error is None else
                                        f"{type(error).__name__}: {error}")
@@ -343,7 +346,7 @@ class _Run:
                     f"rank {r} of {w.size} failed at batch {k * w.size + r}: {notes[r]}",
                     f"rank {r}'s traceback is in its output (torchrun prints it); the other "
                     "ranks stopped at the same batch boundary")
-            if rows[:, 2].any():
+            if rows[:, -1].any():
                 raise Cancelled
         self.sim_seconds = time.perf_counter() - start
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The low-latency study of docs/latency.md: train on real CIFAR-10 images, then sweep.
-# Usage: docs/latency_study.sh [OUT_DIR]   (about 1 h on 2 quiet CPU cores; minutes on a GPU)
+# Usage: docs/latency_study.sh [OUT_DIR]   (times on 2 CPU cores: see docs/latency.md)
 set -euo pipefail
 OUT=${1:-study}
 DATA=${DATA:-../shared/data/cifar10-2k/train}

@@ -7,11 +7,10 @@ BsnnError into one clear message and exit code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
-from bsnn.errors import BsnnError
+from bsnn.errors import BsnnError, ConfigError
 
 SUBCOMMANDS = ("train", "convert", "sweep", "info", "report", "runs", "cancel", "bench")
 
@@ -42,9 +41,14 @@ def report_error(err: BsnnError) -> None:
     """One line for the problem, one for the fix, on stderr."""
     from rich.console import Console
 
+    from bsnn.distributed import world
+
     console = Console(stderr=True, highlight=False)
-    under_torchrun = os.environ.get("WORLD_SIZE", "1") not in ("", "1")
-    rank = f"rank {os.environ.get('RANK', '?')}: " if under_torchrun else ""
+    try:  # under torchrun every rank may fail alike: say which one speaks
+        w = world()
+        rank = f"rank {w.rank}: " if w.distributed else ""
+    except ConfigError:  # torchrun's variables are themselves the problem being reported
+        rank = ""
     console.print(f"[bold red]{rank}error:[/] {err.message}")
     if err.fix:
         console.print(f"[bold]fix:[/] {err.fix}")

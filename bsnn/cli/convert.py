@@ -138,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     config.run_id = config.run_id or new_run_id()
     run_dir = Path(config.job_dir) / config.run_id
-    printer = None if args.quiet or not w.main else ProgressPrinter(console)
+    printer = None if args.quiet else ProgressPrinter(console)  # run() emits on rank 0 only
 
     def warnings_only(event: Event) -> None:  # --quiet still says what it changed
         if event["type"] == "warning":

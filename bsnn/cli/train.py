@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     n_workers = args.n_workers if args.n_workers is not None else (
         min(4, max(1, (os.cpu_count() or 1) // w.size)) if dev.type == "cuda" else 0)
 
-    main_rank = w.main  # under torchrun the other ranks train silently
-    console = Console(highlight=False, soft_wrap=True, quiet=not main_rank)
+    # under torchrun the other ranks train silently (train() reports progress on rank 0 only)
+    console = Console(highlight=False, soft_wrap=True, quiet=not w.main)
     bar = progress_bar(console, "{task.description}",
                        "loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}", transient=True)
     tasks: dict[int, Any] = {}
