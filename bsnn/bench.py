@@ -21,7 +21,8 @@ import torch
 from bsnn.convert import convert
 from bsnn.convert.percentile import StreamingPercentile
 from bsnn.models import build_model
-from bsnn.snn.engine import Engine, SimOptions
+from bsnn.snn.engine import Engine
+from bsnn.snn.options import SimOptions
 
 
 class _MallInfo2(ctypes.Structure):
@@ -109,9 +110,10 @@ def _timed_pair(a: Callable[[], Any], b: Callable[[], Any], device: torch.device
     return min(times_a), min(times_b)
 
 
-def bench_calibration(shape: tuple[int, ...] = (32, 64, 112, 112),
-                      device: torch.device | None = None) -> dict[str, float]:
-    """Exact 99.7th percentile of one large activation: seconds and peak extra memory."""
+def bench_threshold_percentile(shape: tuple[int, ...] = (32, 64, 112, 112),
+                               device: torch.device | None = None) -> dict[str, float]:
+    """Exact 99.7th percentile of one large activation (what a threshold is set from): seconds
+    and peak extra memory. The figures keep their `calibration_` names in the JSON."""
     device = device or torch.device("cpu")
     a = torch.relu(torch.randn(shape, device=device))
     with PeakMemory(device) as mem:

@@ -25,8 +25,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from bsnn.errors import ConfigError, DataError
+from bsnn.options import DATASETS
 
-DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "imagenet", "imagefolder")
 SPLITS: tuple[str, ...] = ("train", "val")
 
 # Mean and (population) std of all pixels/16 of the 1,437 digits training images, i.e.
@@ -369,11 +369,14 @@ def calibration_subset(dataset: Dataset[tuple[Tensor, int]], n: int,
                        seed: int = 0) -> Dataset[tuple[Tensor, int]]:
     """`n` images drawn at random with `seed`, without replacement (the whole set if n is larger).
 
-    Never the first n: class-sorted sets would give one or two classes. Pass a train split
-    loaded without augment, so the thresholds see what evaluation will.
+    Used for both calibrations: the images the thresholds are set from (--norm) and those of
+    the SNN calibration (--snn-calibration-size). Never the first n: class-sorted sets would
+    give one or two classes. Pass a train split loaded without augment, so the calibration
+    sees what evaluation will.
     """
     if n < 1:
-        raise ConfigError(f"calibration size {n} must be positive", "pass e.g. --norm 256")
+        raise ConfigError(f"calibration size {n} must be positive",
+                          "pass a positive number of images, e.g. --norm 256")
     if n >= len(dataset):  # type: ignore[arg-type]
         return dataset
     g = torch.Generator().manual_seed(seed)

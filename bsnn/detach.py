@@ -2,16 +2,11 @@
 
 A detached run is a separate Python process in a session of its own, with SIGHUP ignored, so a
 dropped SSH connection or a closed laptop does not stop it; it writes the same
-`<job-dir>/<run-id>/events.jsonl` as any run, so any viewer can follow it. Cancelling is a file:
-`request_cancel(run_dir)` drops a `cancel` marker that the engine checks once per batch, which
-works from any process (even on another host sharing the file system) and needs no pid.
+`<job-dir>/<run-id>/events.jsonl` as any run, so any viewer can follow it, and stops when its
+cancel marker appears (`bsnn.rundir.request_cancel`).
 
 The API, shared by the CLI and the dashboard:
-  new_run_id()                   a unique run id, so a caller knows the run dir before it starts
   start_detached(config)         spawn the engine; returns the run dir once the run has started
-  request_cancel(run_dir)        ask a run to stop at its next batch boundary
-  cancel_requested(run_dir)      the engine's side of it
-  run_status(run_dir)            running | finished | failed | cancelled | interrupted
   wait_until_done(run_dir, ...)  block until the run has ended (or the timeout passes)
 """
 
@@ -19,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -33,51 +27,12 @@ from typing import Any
 from bsnn import errors
 from bsnn.config import RunConfig
 from bsnn.errors import BsnnError, RunStorageError
-from bsnn.events import EVENTS_FILE, TERMINAL, Event, read_events
-from bsnn.report import pid_alive
+from bsnn.events import TERMINAL, BatchDone, Event, Failed, Phase, Started, describe, keep
+from bsnn.report import pid_alive, summarize
+from bsnn.rundir import cancel_requested, new_run_id, run_events, run_status
 
-CANCEL_FILE = "cancel"
 ENGINE_LOG = "engine.log"
 _POLL_S = 0.05
-
-
-def new_run_id() -> str:
-    """Time-based and random: two runs started in the same second still get distinct ids."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def request_cancel(run_dir: str | os.PathLike[str]) -> None:
-    """Write the cancel marker atomically; the run stops at its next batch boundary."""
-    path = Path(run_dir) / CANCEL_FILE
-    tmp = path.with_name(f".{CANCEL_FILE}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(f"cancel requested by pid {os.getpid()} at {time.time():.3f}\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise RunStorageError(f"cannot write {path}: {e.strerror}",
-                              "check the run folder is writable (or stop the engine with "
-                              "kill -TERM PID)") from None
-
-
-def cancel_requested(run_dir: str | os.PathLike[str]) -> bool:
-    """Whether someone asked this run to stop (a stat per call: cheap enough per batch)."""
-    return (Path(run_dir) / CANCEL_FILE).exists()
-
-
-def _events(run_dir: Path) -> list[Event]:
-    log = run_dir / EVENTS_FILE
-    return read_events(log) if log.is_file() else []
-
-
-def run_status(run_dir: str | os.PathLike[str]) -> str:
-    """The run's status as `bsnn.report.summarize` sees it; RunStorageError if there is no run."""
-    from bsnn.report import summarize
-
-    run_dir = Path(run_dir)
-    if not (run_dir / EVENTS_FILE).is_file():
-        raise RunStorageError(f"{run_dir} is not a run folder (it has no {EVENTS_FILE})",
-                              "pass a run folder; `bsnn runs JOB_DIR` lists them")
-    return str(summarize(_events(run_dir))["status"])
 
 
 def wait_until_done(run_dir: str | os.PathLike[str], timeout_s: float | None = None) -> str:
@@ -99,9 +54,9 @@ def _exports_done(run_dir: Path, status: str) -> bool:
     has no one left to write it."""
     if status == "interrupted":
         return True
-    started = next((e for e in _events(run_dir) if e["type"] == "started"), {})
-    local = started.get("host") in (None, socket.gethostname())
-    if local and started.get("pid") and not pid_alive(int(started["pid"])):
+    started = next((e for e in run_events(run_dir) if isinstance(e, Started)), None)
+    if started is not None and started.host in (None, socket.gethostname()) \
+            and started.pid and not pid_alive(started.pid):
         return True
     # Still exporting, or a process that lives on (a dashboard, another host): write_exports
     # writes summary.json, then accuracy.png when there is a curve to plot.
@@ -124,13 +79,12 @@ def _log_tail(paths: list[Path], lines: int = 15) -> str:
     return ""
 
 
-def _error_from(event: Event) -> BsnnError:
+def _error_from(event: Failed) -> BsnnError:
     """The BsnnError a `failed` event describes; exit code 1 when it was not bad input."""
-    cls = getattr(errors, str(event.get("error")), None)
+    cls = getattr(errors, event.error, None)
     if isinstance(cls, type) and issubclass(cls, BsnnError):
-        return cls(event.get("message", ""), event.get("fix", ""))
-    err = BsnnError(f"the run failed: {event.get('error')}: {event.get('message')}",
-                    event.get("fix", ""))
+        return cls(event.message, event.fix)
+    err = BsnnError(f"the run failed: {event.error}: {event.message}", event.fix)
     err.exit_code = 1
     return err
 
@@ -147,7 +101,7 @@ def start_detached(config: RunConfig, wait_for: str | None = "simulate",
     of its `engine.log`.
     """
     from bsnn.checkpoint import resolve_model_path
-    from bsnn.run import resolve_device
+    from bsnn.devices import resolve_device
 
     config = RunConfig.from_dict(config.to_dict()).validate()
     config.run_id = config.run_id or new_run_id()
@@ -180,10 +134,10 @@ def start_detached(config: RunConfig, wait_for: str | None = "simulate",
     logs = [run_dir / ENGINE_LOG, early_log]
     deadline = time.monotonic() + timeout_s
     for event in _watch(run_dir, proc, deadline):
-        if event["type"] == "failed":
+        if isinstance(event, Failed):
             raise _error_from(event)
-        if event["type"] in TERMINAL or wait_for is None or (
-                event["type"] == "phase" and event.get("name") == wait_for):
+        if isinstance(event, TERMINAL) or wait_for is None or (
+                isinstance(event, Phase) and event.name == wait_for):
             return run_dir
     if proc.poll() is None:  # still alive, just slow: the run goes on
         return run_dir
@@ -200,7 +154,7 @@ def _watch(run_dir: Path, proc: subprocess.Popen[bytes], deadline: float) -> Ite
     seen = 0
     while time.monotonic() < deadline:
         exited = proc.poll() is not None
-        events = _events(run_dir)
+        events = run_events(run_dir)
         yield from events[seen:]
         seen = len(events)
         if exited:
@@ -208,33 +162,27 @@ def _watch(run_dir: Path, proc: subprocess.Popen[bytes], deadline: float) -> Ite
         time.sleep(_POLL_S)
 
 
-class _Engine:
-    """The detached process: plain-text progress to engine.log, signals turned into a cancel."""
+class DetachedEngine:
+    """The detached process: the events in words to engine.log, signals turned into a cancel."""
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.job_dir = Path(config.job_dir).absolute()
         self.run_dir = self.job_dir / str(config.run_id)
         self.stop = threading.Event()
+        self.events: list[Event] = []
 
     def emit(self, event: Event) -> None:
-        kind = event["type"]
-        if kind == "started":
+        keep(self.events, event)
+        if isinstance(event, Started):
             early = self.job_dir / f".{self.config.run_id}.{ENGINE_LOG}"
             if early.exists():
                 os.replace(early, self.run_dir / ENGINE_LOG)  # our stdout follows the file
-            self.say(f"started run {event['run_id']} pid {event['pid']} on {event['device']}")
-        elif kind == "phase":
-            self.say(f"{event['name']}: {event['message']}")
-        elif kind == "warning":
-            self.say(f"warning: {event['message']}")
-        elif kind == "batch_done":
-            acc = event["correct_per_step"][-1] / max(1, event["images"])
-            self.say(f"batch {event['batch']}: {event['images']}/{event['images_total']} images, "
-                     f"SNN accuracy {100 * acc:.2f} %")
-        elif kind in TERMINAL:
-            self.say(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in event.items()
-                                             if k not in ("type", "time", "seq")))
+        text = describe(event)
+        if isinstance(event, BatchDone):
+            accuracy = summarize(self.events)["final_accuracy"]
+            text += f", SNN accuracy {100 * accuracy:.2f} %"
+        self.say(text)
 
     @staticmethod
     def say(text: str) -> None:
@@ -260,4 +208,4 @@ class _Engine:
 
 
 if __name__ == "__main__":
-    sys.exit(_Engine(RunConfig.from_dict(json.loads(sys.argv[1]))).main())
+    sys.exit(DetachedEngine(RunConfig.from_dict(json.loads(sys.argv[1]))).main())

@@ -1,21 +1,11 @@
-"""The run's event stream and its JSON-lines log.
+"""The run's event stream: one dataclass per event type, and its JSON-lines log.
 
 One stream, three consumers: the dashboard, the CLI's progress, and `<run-dir>/events.jsonl`.
-Each event is a flat JSON object with `type`, `time` (unix seconds) and `seq`. Counters in
-`batch_done` are cumulative, so the last one alone describes the run so far: a viewer that
-attaches late, or a log cut short by a crash, still has everything up to that batch.
-
-Event types and their fields:
-  started     run_id, run_dir, config (dict), device, versions, pid
-  phase       name (load_model | load_data | calibrate | convert | simulate | export), message
-  thresholds  layers: [{name, kind, neurons, shape, binary, threshold, threshold_min,
-              threshold_max, lam, fan_out, sources}], percentile, granularity
-  batch_done  batch, images, images_total, correct_per_step [T], ann_correct,
-              spikes {layer: [T]}, synops {layer: [T]}, ann_activation {layer: sum},
-              elapsed_s
-  finished    images, wall_time_s, final_accuracy
-  failed      error, message, fix, images
-  cancelled   images
+On disk each event is a flat JSON object with `type`, `time` (unix seconds), `seq` and the fields
+of its class below; `read_events` and `follow` give the same classes back. Counters in
+`BatchDone` are cumulative, so the last one alone describes the run so far: a viewer that
+attaches late, or a log cut short by a crash, still has everything up to that batch. Figures
+(accuracies, rates) are derived from events in one place only: `bsnn.report.summarize`.
 """
 
 from __future__ import annotations
@@ -25,21 +15,179 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bsnn.errors import RunStorageError
 
-Event = dict[str, Any]
+EVENTS_FILE = "events.jsonl"
+# The phases of a run, in order; `snn_calibration` only with --snn-calibration.
+PHASES = ("load_model", "load_data", "threshold_calibration", "snn_calibration", "simulate")
+
+
+@dataclass(kw_only=True)
+class Event:
+    """Fields every event has; `seq` is set by the log writer."""
+
+    type: ClassVar[str] = ""
+    time: float = field(default_factory=time.time)
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+
+@dataclass(kw_only=True)
+class Started(Event):
+    """The run has a folder and a device; `config` is the validated RunConfig as a dict."""
+
+    type: ClassVar[str] = "started"
+    run_id: str
+    run_dir: str
+    config: dict[str, Any]
+    device: str
+    versions: dict[str, str] = field(default_factory=dict)
+    pid: int | None = None
+    host: str | None = None
+    distributed: dict[str, Any] | None = None  # torchrun: world_size and backend
+
+
+@dataclass(kw_only=True)
+class Phase(Event):
+    """A phase (one of PHASES) begins."""
+
+    type: ClassVar[str] = "phase"
+    name: str
+    message: str = ""
+
+
+@dataclass(kw_only=True)
+class RunWarning(Event):
+    """Something the user should know that does not stop the run."""
+
+    type: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(kw_only=True)
+class Thresholds(Event):
+    """The converted network: one dict per spiking layer (SpikingNetwork.describe())."""
+
+    type: ClassVar[str] = "thresholds"
+    layers: list[dict[str, Any]]
+    percentile: float
+    granularity: str
+
+
+@dataclass(kw_only=True)
+class SnnCalibration(Event):
+    """Li et al.'s SNN calibration was applied; the mean error per layer before it."""
+
+    type: ClassVar[str] = "snn_calibration"
+    mode: str
+    images: int
+    error_before: dict[str, float]
+
+
+@dataclass(kw_only=True)
+class BatchDone(Event):
+    """Cumulative counters after a batch: correct per step, per-layer spikes and synaptic
+    operations per step, summed ANN activations; `ranks`: images per torchrun rank."""
+
+    type: ClassVar[str] = "batch_done"
+    batch: int
+    images: int
+    images_total: int
+    correct_per_step: list[int]
+    ann_correct: int
+    spikes: dict[str, list[float]]
+    synops: dict[str, list[float]]
+    ann_activation: dict[str, float]
+    elapsed_s: float
+    ranks: list[int] | None = None
+
+
+@dataclass(kw_only=True)
+class Finished(Event):
+    type: ClassVar[str] = "finished"
+    images: int
+    wall_time_s: float | None
+    final_accuracy: float | None
+
+
+@dataclass(kw_only=True)
+class Failed(Event):
+    """`error` is the exception's class name; `message` and `fix` are for the user."""
+
+    type: ClassVar[str] = "failed"
+    error: str
+    message: str
+    fix: str = ""
+    images: int = 0
+
+
+@dataclass(kw_only=True)
+class Cancelled(Event):
+    type: ClassVar[str] = "cancelled"
+    images: int
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (
+    Started, Phase, RunWarning, Thresholds, SnnCalibration, BatchDone, Finished, Failed,
+    Cancelled)}
+TERMINAL = (Finished, Failed, Cancelled)
 Emit = Callable[[Event], None]
 
-EVENTS_FILE = "events.jsonl"
-TERMINAL = ("finished", "failed", "cancelled")
+
+def event_from_dict(data: Any) -> Event | None:
+    """The event a JSON object describes; None for an unknown type or missing fields (a line
+    from another version, or a foreign file)."""
+    if not isinstance(data, dict):
+        return None
+    cls = EVENT_TYPES.get(data.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        return None
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError:
+        return None
 
 
-def make_event(kind: str, **fields: Any) -> Event:
-    """An event of type `kind`; `time` is added here, `seq` by the writer."""
-    return {"type": kind, "time": time.time(), **fields}
+def keep(events: list[Event], event: Event) -> None:
+    """Append `event` to a run's list; a BatchDone replaces the previous one (its counters are
+    cumulative), so the list a consumer keeps for `summarize` stays small in a long run."""
+    if isinstance(event, BatchDone) and events and isinstance(events[-1], BatchDone):
+        events[-1] = event
+    else:
+        events.append(event)
+
+
+def describe(event: Event) -> str:
+    """The event in words, for the CLI, the detached engine's log and the dashboard's log."""
+    match event:
+        case Started():
+            return f"started run {event.run_id} on {event.device} in {event.run_dir}"
+        case Phase():
+            return f"{event.name}: {event.message}"
+        case RunWarning():
+            return f"warning: {event.message}"
+        case Thresholds():
+            return (f"thresholds for {len(event.layers)} layers (p={event.percentile}, "
+                    f"per {event.granularity})")
+        case SnnCalibration():
+            return f"snn_calibration: {event.mode} correction from {event.images} images"
+        case BatchDone():
+            return f"batch {event.batch}: {event.images} of {event.images_total} images"
+        case Finished():
+            acc = "—" if event.final_accuracy is None else f"{100 * event.final_accuracy:.2f} %"
+            return f"finished: {event.images} images, accuracy at T {acc}"
+        case Failed():
+            return f"failed: {event.message}" + (f" — {event.fix}" if event.fix else "")
+        case Cancelled():
+            return f"cancelled after {event.images} images"
+    return event.type
 
 
 class EventLog:
@@ -61,12 +209,13 @@ class EventLog:
             ) from None
 
     def __call__(self, event: Event) -> None:
-        event.setdefault("seq", self.seq)
+        if event.seq is None:
+            event.seq = self.seq
         self.seq += 1
         try:
-            self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+            self._file.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
             self._file.flush()
-            if event["type"] in TERMINAL:
+            if isinstance(event, TERMINAL):
                 os.fsync(self._file.fileno())
         except OSError as e:
             raise RunStorageError(
@@ -87,10 +236,10 @@ def parse_lines(lines: list[str]) -> list[Event]:
         if not line:
             continue
         try:
-            event = json.loads(line)
+            event = event_from_dict(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if isinstance(event, dict) and "type" in event:
+        if event is not None:
             events.append(event)
     return events
 
@@ -125,7 +274,7 @@ def follow(
                 *complete, buffer = buffer.split("\n")
                 for event in parse_lines(complete):
                     yield event
-                    if event["type"] in TERMINAL:
+                    if isinstance(event, TERMINAL):
                         return
             elif stop():
                 return

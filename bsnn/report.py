@@ -12,10 +12,27 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bsnn.events import EVENTS_FILE, Event, read_events
+from bsnn.events import (
+    EVENTS_FILE,
+    TERMINAL,
+    BatchDone,
+    Event,
+    Failed,
+    Finished,
+    Phase,
+    RunWarning,
+    SnnCalibration,
+    Started,
+    Thresholds,
+    read_events,
+)
 
+E = TypeVar("E", bound=Event)
+
+LAYER_INFO = ("name", "kind", "neurons", "binary", "threshold", "threshold_min", "threshold_max",
+              "lam", "fan_out", "sources")
 EXPORT_FILES = ("summary.json", "per_timestep.csv", "layers.csv", "summary.md", "accuracy.png")
 
 
@@ -43,84 +60,90 @@ def first_step_within(acc: list[float], reference: float | None, points: float =
     return None
 
 
+def _status(events: list[Event], started: Started | None) -> str:
+    """The terminal event's type; without one, running while the writer lives."""
+    terminal = next((e for e in reversed(events) if isinstance(e, TERMINAL)), None)
+    if terminal is not None:
+        return terminal.type
+    alive = started is not None and pid_alive(started.pid, started.host)
+    return "running" if alive else "interrupted"
+
+
+def _layer_row(info: dict[str, Any], batch: BatchDone | None,
+               corrected: dict[str, float]) -> dict[str, Any]:
+    """One spiking layer's thresholds (from conversion) and figures (from the counters)."""
+    name = info["name"]
+    row: dict[str, Any] = {k: info.get(k) for k in LAYER_INFO}
+    images = batch.images if batch else 0
+    spikes = batch.spikes.get(name) if batch else None
+    if batch and spikes is not None and images:
+        total = sum(spikes)
+        row["firing_rate"] = total / (info["neurons"] * images * len(spikes))
+        row["firing_rate_per_step"] = [s / (info["neurons"] * images) for s in spikes]
+        row["spikes_per_image"] = total / images
+        row["synops_per_image"] = sum(batch.synops.get(name, [0.0])) / images
+    else:
+        row.update(firing_rate=None, firing_rate_per_step=None, spikes_per_image=None,
+                   synops_per_image=None)
+    act = batch.ann_activation.get(name) if batch else None
+    row["ann_mean_activation"] = (act / (info["neurons"] * images)
+                                  if act is not None and images else None)
+    lam = info.get("lam_mean")
+    row["ann_rate"] = (row["ann_mean_activation"] / lam
+                       if row["ann_mean_activation"] is not None and lam else None)
+    row["calibration_error"] = corrected.get(name)  # spikes per step, before SNN calibration
+    return row
+
+
+def _last(events: list[Event], cls: type[E]) -> E | None:
+    return next((e for e in reversed(events) if isinstance(e, cls)), None)
+
+
 def summarize(events: list[Event]) -> dict[str, Any]:
     """The summary of a run so far (also of an interrupted one)."""
-    by_type: dict[str, Event] = {}
-    for e in events:
-        by_type[e["type"]] = e  # the last of each kind
-    started = by_type.get("started", {})
-    config = started.get("config", {})
-    thresholds = by_type.get("thresholds", {})
-    batch = by_type.get("batch_done")
-    terminal = next((e for e in reversed(events) if e["type"] in ("finished", "failed",
-                                                                   "cancelled")), None)
-    if terminal is not None:
-        status = terminal["type"]
-    else:
-        status = "running" if pid_alive(started.get("pid"), started.get("host")) else "interrupted"
-
-    images = batch["images"] if batch else 0
-    steps = int(config.get("time", 0))
-    acc = [c / images for c in batch["correct_per_step"]] if batch and images else []
-    ann_accuracy = batch["ann_correct"] / images if batch and images else None
-    corrected = by_type.get("snn_calibration", {}).get("error_before", {})
-    layers = []
-    synops_total = 0.0
-    for info in thresholds.get("layers", []):
-        name = info["name"]
-        row: dict[str, Any] = {k: info.get(k) for k in (
-            "name", "kind", "neurons", "binary", "threshold", "threshold_min", "threshold_max",
-            "lam", "fan_out", "sources")}
-        spikes = batch["spikes"].get(name) if batch else None
-        if spikes is not None and images:
-            total = sum(spikes)
-            row["firing_rate"] = total / (info["neurons"] * images * len(spikes))
-            row["firing_rate_per_step"] = [s / (info["neurons"] * images) for s in spikes]
-            row["spikes_per_image"] = total / images
-            row["synops_per_image"] = sum(batch["synops"].get(name, [0.0])) / images
-            synops_total += row["synops_per_image"]
-        else:
-            row.update(firing_rate=None, firing_rate_per_step=None, spikes_per_image=None,
-                       synops_per_image=None)
-        act = batch["ann_activation"].get(name) if batch else None
-        row["ann_mean_activation"] = act / (info["neurons"] * images) if act is not None \
-            and images else None
-        lam = info.get("lam_mean")
-        row["ann_rate"] = (row["ann_mean_activation"] / lam
-                           if row["ann_mean_activation"] is not None and lam else None)
-        row["calibration_error"] = corrected.get(name)  # spikes per step, before correction
-        layers.append(row)
-
-    finished = by_type.get("finished", {})
-    elapsed = finished.get("wall_time_s") or (batch["elapsed_s"] if batch else None)
+    started = _last(events, Started)
+    batch = _last(events, BatchDone)
+    thresholds = _last(events, Thresholds)
+    calibration = _last(events, SnnCalibration)
+    finished = _last(events, Finished)
+    phase = _last(events, Phase)
+    images = batch.images if batch else 0
+    acc = [c / images for c in batch.correct_per_step] if batch and images else []
+    ann_accuracy = batch.ann_correct / images if batch and images else None
+    corrected = calibration.error_before if calibration else {}
+    layers = [_layer_row(info, batch, corrected)
+              for info in (thresholds.layers if thresholds else [])]
+    elapsed = (finished.wall_time_s if finished else None) or (batch.elapsed_s if batch else None)
+    config = started.config if started else {}
     summary: dict[str, Any] = {
-        "run_id": started.get("run_id"),
-        "status": status,
+        "run_id": started.run_id if started else None,
+        "status": _status(events, started),
         "config": config,
-        "device": started.get("device"),
-        "versions": started.get("versions", {}),
-        "started_at": started.get("time"),
+        "device": started.device if started else None,
+        "versions": started.versions if started else {},
+        "started_at": started.time if started else None,
         "images": images,
-        "images_total": batch["images_total"] if batch else None,
-        "time_steps": steps,
+        "images_total": batch.images_total if batch else None,
+        "time_steps": int(config.get("time", 0)),
         "ann_accuracy": ann_accuracy,
         "accuracy_per_step": acc,
         "final_accuracy": acc[-1] if acc else None,
         "best_accuracy": max(acc) if acc else None,
         "first_step_within_1pt": first_step_within(acc, ann_accuracy),
         "layers": layers,
-        "synops_per_image": synops_total if batch else None,
+        "synops_per_image": (sum(x["synops_per_image"] or 0.0 for x in layers)
+                             if batch else None),
         "wall_time_s": elapsed,
         "images_per_s": images / elapsed if elapsed else None,
-        "phase": by_type.get("phase", {}).get("name"),
-        "warnings": [e["message"] for e in events if e["type"] == "warning"],
+        "phase": phase.name if phase else None,
+        "warnings": [e.message for e in events if isinstance(e, RunWarning)],
     }
-    if "distributed" in started:  # torchrun: the group and each rank's share so far
-        summary["distributed"] = {**started["distributed"],
-                                  "images_per_rank": batch.get("ranks") if batch else None}
-    if status == "failed":
-        failed = by_type["failed"]
-        summary["error"] = {k: failed.get(k) for k in ("error", "message", "fix")}
+    if started and started.distributed:  # torchrun: the group and each rank's share so far
+        summary["distributed"] = {**started.distributed,
+                                  "images_per_rank": batch.ranks if batch else None}
+    failed = _last(events, Failed)
+    if summary["status"] == "failed" and failed:
+        summary["error"] = {"error": failed.error, "message": failed.message, "fix": failed.fix}
     return summary
 
 

@@ -2,7 +2,8 @@
 
 Every cell is an ordinary run (its own run folder and events), so the dashboard's runs screen
 can open and overlay any of them; the sweep adds `sweep-<id>.csv`, `.md` and `.png` to the job
-dir. A variant is a named set of RunConfig switches, e.g. "v0=half,snn_calibration=bias".
+dir. A variant is a named set of switches, e.g. "v0=half,snn_calibration=bias": the run options
+marked `switch` in bsnn.options, whose types and checks apply to the values.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ import io
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bsnn.config import RunConfig
 from bsnn.errors import ConfigError
 from bsnn.events import Emit
-from bsnn.report import first_step_within
+from bsnn.options import OPTION, OPTIONS
 
 REPORT_STEPS = (4, 8, 16, 32, 64, 128)
-SWITCHES = ("v0", "reset", "propagation", "encoding", "threshold_granularity", "binary_weights",
-            "readout_delay", "snn_calibration")
+SWITCHES = tuple(o.name for o in OPTIONS if o.switch)
 PRESETS: dict[str, str] = {  # name -> switches; "paper" is the paper's method as it is
     "paper": "",
     "v0-half": "v0=half",
@@ -43,13 +43,14 @@ class Variant:
 
 
 def parse_variant(text: str) -> Variant:
-    """A preset name, or `[NAME:]key=value,key=value` over the switches above."""
+    """A preset name, or `[NAME:]key=value,key=value` over the switches above; each value is
+    converted and checked by its option (a whole-config check, e.g. readout delay < T, waits
+    for the grid's configs)."""
     if text in PRESETS:
         name, body = text, PRESETS[text]
     else:
         name, _, body = text.rpartition(":") if ":" in text else (text, "", text)
     switches: dict[str, Any] = {}
-    types = {f.name: f.type for f in fields(RunConfig)}
     for item in filter(None, body.split(",")):
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -57,7 +58,10 @@ def parse_variant(text: str) -> Variant:
             raise ConfigError(f"variant {text!r}: {item!r} is not a switch",
                               f"use a preset ({', '.join(PRESETS)}) or key=value with key one "
                               f"of {', '.join(SWITCHES)}")
-        switches[key] = int(value) if types[key] in ("int", int) else value.strip()
+        try:
+            switches[key] = OPTION[key].parse(value)
+        except ConfigError as e:
+            raise ConfigError(f"variant {text!r}: {e.message}", e.fix) from None
     return Variant(name, switches)
 
 
@@ -88,7 +92,7 @@ def row(variant: Variant, summary: dict[str, Any]) -> dict[str, Any]:
     for t in REPORT_STEPS:
         out[f"acc@{t}"] = _pct(acc[t - 1]) if t <= len(acc) else None
     out["final_acc"] = _pct(acc[-1]) if acc else None
-    out["first_T_within_1pt"] = first_step_within(acc, summary["ann_accuracy"])
+    out["first_step_within_1pt"] = summary["first_step_within_1pt"]
     out["firing_rate"] = None if rate is None else round(rate, 4)
     out["synops_per_image"] = (None if summary["synops_per_image"] is None
                                else round(summary["synops_per_image"]))

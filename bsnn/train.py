@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 
 from bsnn import distributed
 from bsnn.checkpoint import ModelMeta, load_state, read_checkpoint, save_checkpoint
-from bsnn.errors import CheckpointError, ConfigError, DeviceError
+from bsnn.devices import loader_workers, resolve_device
+from bsnn.errors import CheckpointError, ConfigError
 from bsnn.models import DEFAULT_ARCH, build_model
 
 OPTIMIZERS = ("sgd", "adam")
@@ -158,27 +159,6 @@ def preset(name: str) -> Recipe:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}", f"use one of: {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """auto | cpu | cuda | cuda:N -> a device that exists, or DeviceError saying why not."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {spec} was asked for, but this torch sees no CUDA GPU",
-                              "use --device cpu (or auto), or install a CUDA build of torch")
-        try:
-            device = torch.device(spec)
-        except RuntimeError:
-            raise ConfigError(f"device {spec!r} is not valid", "use cuda or cuda:N") from None
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"{spec}: only {torch.cuda.device_count()} CUDA device(s) here",
-                              f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-        return device
-    raise ConfigError(f"device {spec!r} is not known", "use auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)
@@ -329,7 +309,7 @@ def train(
     *,
     data: str | None = None,
     device: str = "auto",
-    n_workers: int = 0,
+    n_workers: int | None = None,
     resume: bool = False,
     download: bool = False,
     progress: Progress | None = None,
@@ -363,107 +343,152 @@ def train(
         distributed.shutdown(created)
 
 
-def _train(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *,
-           data: str | None, n_workers: int, resume: bool, download: bool,
-           notify: Progress) -> TrainResult:
-    """`train` once the process group (if any) is joined."""
+@dataclass
+class _Training:
+    """One training's state: the model (and its DDP wrapper), optimiser, data, best so far."""
+
+    recipe: Recipe
+    out: Path
+    w: distributed.World
+    dev: torch.device
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    meta: ModelMeta
+    train_set: Any
+    val_set: Any
+    val_loader: DataLoader
+    n_workers: int
+    start_epoch: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = -1
+
+
+def _setup(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *,
+           data: str | None, n_workers: int | None, download: bool) -> _Training:
+    """Data, model, optimiser and the metadata its checkpoints carry."""
     from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data import DistributedSampler, Subset
+    from torch.utils.data import Subset
 
     from bsnn import data as datasets  # torchvision is heavy: load it only when training
-
-    last = last_state_path(out)
-    started = time.perf_counter()
 
     split = {"val_split": recipe.val_split, "image_size": recipe.image_size, "download": download}
     train_set, info = datasets.load_split(recipe.dataset, "train", data, augment=True, **split)
     val_set, _ = datasets.load_split(recipe.dataset, "val", data, **split)
+    n_workers = loader_workers(n_workers, recipe.dataset, dev, w.size)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model_arch, info.num_classes, tuple(info.input_shape),
                         binary=recipe.binary, dropout=recipe.dropout).to(dev)
-    optimizer = make_optimizer(model, recipe)
     meta = ModelMeta(arch=recipe.model_arch, dataset=recipe.dataset,
                      num_classes=info.num_classes, input_shape=tuple(info.input_shape),
                      binary=recipe.binary, mean=tuple(info.mean), std=tuple(info.std),
                      recipe=recipe.to_dict())
-
-    start_epoch, best_acc, best_epoch = 0, -1.0, -1
-    if resume:
-        raw = _read_last_state(out)
-        state = raw["train_state"]
-        saved = Recipe.from_dict(state["recipe"])
-        changed = [k for k in FIXED_ON_RESUME if getattr(saved, k) != getattr(recipe, k)]
-        if changed:
-            raise ConfigError(
-                f"--resume cannot change {', '.join(changed)} (the saved run has "
-                + ", ".join(f"{k}={getattr(saved, k)!r}" for k in changed) + ")",
-                "drop those options, or train into a new --out",
-            )
-        load_state(model, raw["state_dict"], str(last))
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = state["epoch"]
-        best_acc, best_epoch = state["best_accuracy"], state["best_epoch"]
-
-    pin = dev.type == "cuda"
     net: nn.Module = model
     val_part = val_set
     if w.distributed:  # same initial weights everywhere (seeded above, and DDP broadcasts)
         net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
         val_part = Subset(val_set, range(w.rank, len(val_set), w.size))  # no padding: exact
     val_loader = datasets.make_loader(val_part, recipe.batch_size, n_workers=n_workers,
-                                      pin_memory=pin)
-    notify(TrainStart(recipe, start_epoch, len(train_set), len(val_set), str(dev), w.size))
+                                      pin_memory=dev.type == "cuda")
+    return _Training(recipe, out, w, dev, model, net, make_optimizer(model, recipe), meta,
+                     train_set, val_set, val_loader, n_workers)
+
+
+def _resume(t: _Training) -> None:
+    """Continue from the last state: weights, optimiser, epoch and best accuracy."""
+    raw = _read_last_state(t.out)
+    state = raw["train_state"]
+    saved = Recipe.from_dict(state["recipe"])
+    changed = [k for k in FIXED_ON_RESUME if getattr(saved, k) != getattr(t.recipe, k)]
+    if changed:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(changed)} (the saved run has "
+            + ", ".join(f"{k}={getattr(saved, k)!r}" for k in changed) + ")",
+            "drop those options, or train into a new --out",
+        )
+    load_state(t.model, raw["state_dict"], str(last_state_path(t.out)))
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.start_epoch = state["epoch"]
+    t.best_acc, t.best_epoch = state["best_accuracy"], state["best_epoch"]
+
+
+def _epoch_loader(t: _Training, epoch: int, seed: int) -> DataLoader:
+    """The epoch's shuffled training batches; under torchrun this rank's share, batch / N at a
+    time, of the epoch's permutation."""
+    from torch.utils.data import DistributedSampler, Subset
+
+    from bsnn import data as datasets
+
+    pin = t.dev.type == "cuda"
+    if not t.w.distributed:
+        return datasets.make_loader(t.train_set, t.recipe.batch_size, shuffle=True,
+                                    n_workers=t.n_workers, pin_memory=pin, seed=seed)
+    sampler = DistributedSampler(t.train_set, num_replicas=t.w.size, rank=t.w.rank,
+                                 shuffle=True, seed=t.recipe.seed)
+    sampler.set_epoch(epoch)
+    return datasets.make_loader(Subset(t.train_set, list(sampler)),
+                                t.recipe.batch_size // t.w.size, n_workers=t.n_workers,
+                                pin_memory=pin, seed=seed)
+
+
+def _run_epoch(t: _Training, epoch: int, notify: Progress) -> EpochResult:
+    """Train one epoch, validate, keep the best model and the resumable state."""
+    t0 = time.perf_counter()
+    recipe = t.recipe
+    lr = recipe.lr_at(epoch)
+    for group in t.optimizer.param_groups:
+        group["lr"], group["weight_decay"] = lr, recipe.weight_decay_at(epoch)
+    seed = _epoch_seed(recipe.seed, epoch, t.w.rank)
+    torch.manual_seed(seed)
+
+    def report(batch: int, batches: int, loss: float, acc: float) -> None:
+        notify(BatchProgress(epoch, recipe.epochs, batch, batches, loss, acc))
+
+    loss_sum, correct, seen = _train_epoch(t.net, _epoch_loader(t, epoch, seed), t.optimizer,
+                                           t.dev, report)
+    val_correct, val_total = _count_correct(t.model, t.val_loader, t.dev)
+    # whole-set figures: every rank sees the same numbers and takes the same decisions
+    sums = distributed.all_reduce_counts(torch.tensor(
+        [loss_sum, correct, seen, val_correct, val_total], dtype=torch.float64, device=t.dev))
+    loss_sum, correct, seen, val_correct, val_total = sums.tolist()
+    if not math.isfinite(loss_sum):
+        raise ConfigError("training diverged (the loss is not finite)",
+                          "lower --lr, or check the data normalisation")
+    val_acc = val_correct / max(val_total, 1)
+    improved = val_acc > t.best_acc
+    _save(t, epoch, val_acc, improved)
+    return EpochResult(epoch, recipe.epochs, lr, loss_sum / max(seen, 1), correct / max(seen, 1),
+                       val_acc, t.best_acc, improved, time.perf_counter() - t0)
+
+
+def _save(t: _Training, epoch: int, val_acc: float, improved: bool) -> None:
+    """The best model at `out` when it improved; the resumable state every epoch (rank 0 alone
+    writes: the others hold the same weights, through DDP)."""
+    if improved:
+        t.best_acc, t.best_epoch = val_acc, epoch
+        t.meta.ann_accuracy = val_acc
+        t.meta.recipe = {**t.recipe.to_dict(), "best_epoch": epoch + 1}
+        if t.w.main:
+            save_checkpoint(t.out, t.model, t.meta)
+    if t.w.main:
+        save_checkpoint(last_state_path(t.out), t.model, replace(t.meta, ann_accuracy=val_acc),
+                        train_state={"epoch": epoch + 1, "optimizer": t.optimizer.state_dict(),
+                                     "best_accuracy": t.best_acc, "best_epoch": t.best_epoch,
+                                     "recipe": t.recipe.to_dict()})
+
+
+def _train(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *,
+           data: str | None, n_workers: int | None, resume: bool, download: bool,
+           notify: Progress) -> TrainResult:
+    """`train` once the process group (if any) is joined."""
+    started = time.perf_counter()
+    t = _setup(recipe, out, w, dev, data=data, n_workers=n_workers, download=download)
+    if resume:
+        _resume(t)
+    notify(TrainStart(recipe, t.start_epoch, len(t.train_set), len(t.val_set), str(dev), w.size))
     history: list[EpochResult] = []
-    for epoch in range(start_epoch, recipe.epochs):
-        t0 = time.perf_counter()
-        lr = recipe.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"], group["weight_decay"] = lr, recipe.weight_decay_at(epoch)
-        seed = _epoch_seed(recipe.seed, epoch, w.rank)
-        torch.manual_seed(seed)
-        if w.distributed:  # this rank's share of the epoch's permutation, batch / N at a time
-            sampler = DistributedSampler(train_set, num_replicas=w.size, rank=w.rank,
-                                         shuffle=True, seed=recipe.seed)
-            sampler.set_epoch(epoch)
-            loader = datasets.make_loader(Subset(train_set, list(sampler)),
-                                          recipe.batch_size // w.size, n_workers=n_workers,
-                                          pin_memory=pin, seed=seed)
-        else:
-            loader = datasets.make_loader(train_set, recipe.batch_size, shuffle=True,
-                                          n_workers=n_workers, pin_memory=pin, seed=seed)
-
-        def report(batch: int, batches: int, loss: float, acc: float, epoch: int = epoch) -> None:
-            notify(BatchProgress(epoch, recipe.epochs, batch, batches, loss, acc))
-
-        loss_sum, correct, seen = _train_epoch(net, loader, optimizer, dev, report)
-        val_correct, val_total = _count_correct(model, val_loader, dev)
-        # whole-set figures: every rank sees the same numbers and takes the same decisions
-        sums = distributed.all_reduce_counts(torch.tensor(
-            [loss_sum, correct, seen, val_correct, val_total], dtype=torch.float64, device=dev))
-        loss_sum, correct, seen, val_correct, val_total = sums.tolist()
-        if not math.isfinite(loss_sum):
-            raise ConfigError("training diverged (the loss is not finite)",
-                              "lower --lr, or check the data normalisation")
-        train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
-        val_acc = val_correct / max(val_total, 1)
-        improved = val_acc > best_acc
-        if improved:
-            best_acc, best_epoch = val_acc, epoch
-            meta.ann_accuracy = val_acc
-            meta.recipe = {**recipe.to_dict(), "best_epoch": epoch + 1}
-            if w.main:
-                save_checkpoint(out, model, meta)
-        if w.main:  # one writer; the others hold the same weights (DDP)
-            save_checkpoint(last, model, replace(meta, ann_accuracy=val_acc), train_state={
-                "epoch": epoch + 1,
-                "optimizer": optimizer.state_dict(),
-                "best_accuracy": best_acc,
-                "best_epoch": best_epoch,
-                "recipe": recipe.to_dict(),
-            })
-        result = EpochResult(epoch, recipe.epochs, lr, train_loss, train_acc, val_acc, best_acc,
-                             improved, time.perf_counter() - t0)
-        history.append(result)
-        notify(result)
-    return TrainResult(out, last, best_acc, best_epoch, tuple(history),
+    for epoch in range(t.start_epoch, recipe.epochs):
+        history.append(_run_epoch(t, epoch, notify))
+        notify(history[-1])
+    return TrainResult(out, last_state_path(out), t.best_acc, t.best_epoch, tuple(history),
                        time.perf_counter() - started)

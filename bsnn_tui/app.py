@@ -21,14 +21,13 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from bsnn.cli.convert import config_from_args
 from bsnn.config import RunConfig
 from bsnn.errors import BsnnError, ConfigError
 from bsnn.events import EVENTS_FILE
 from bsnn.report import summarize
 from bsnn_tui import producers
 from bsnn_tui.feed import RunFeed
-from bsnn_tui.options import DASHBOARD_TIME, build_parser, serve_command
+from bsnn_tui.options import build_parser, serve_command
 from bsnn_tui.screens.help import HelpScreen
 from bsnn_tui.screens.run import RunScreen
 from bsnn_tui.screens.runs import RunsScreen
@@ -50,7 +49,7 @@ class BsnnApp(App[None]):
     def __init__(self, config: RunConfig | None = None, *, start: bool = False,
                  attach: Path | None = None, run_mode: str = "auto") -> None:
         super().__init__()
-        self.setup = SetupScreen(config or RunConfig(time=DASHBOARD_TIME), run_mode)
+        self.setup = SetupScreen(config or RunConfig(), run_mode)
         self.live: RunFeed | None = None  # the run this app started, if any
         self.left_running: Path | None = None  # a detached run still going when we quit
         self._cancel = threading.Event()
@@ -135,7 +134,7 @@ class BsnnApp(App[None]):
 
     def action_cancel(self) -> None:
         """In-process, the engine reads the cancel flag; a detached or attached run's engine
-        reads its cancel file (bsnn.detach.request_cancel). Either stops at a batch boundary
+        reads its cancel file (bsnn.rundir.request_cancel). Either stops at a batch boundary
         and writes `cancelled` and the partial summary."""
         feed = self.viewed_run()
         if feed is None:
@@ -143,7 +142,7 @@ class BsnnApp(App[None]):
         if feed is self.live:
             self._cancel.set()  # the run worker passes it on to a detached engine
         else:
-            from bsnn.detach import request_cancel
+            from bsnn.rundir import request_cancel
 
             try:
                 request_cancel(feed.run_dir)  # type: ignore[arg-type]
@@ -239,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {attach} holds no events.jsonl\nfix: pass a run folder "
               f"(a folder under the job dir)", file=sys.stderr)
         return 2
-    app = BsnnApp(config_from_args(args), start=args.start, attach=attach,
+    app = BsnnApp(RunConfig.from_args(args), start=args.start, attach=attach,
                   run_mode=args.run_mode)
     app.run()
     if app.left_running is not None:

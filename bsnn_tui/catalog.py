@@ -1,4 +1,6 @@
-"""What the setup form can offer: models, architectures, devices, and a model's metadata.
+"""What the setup form can offer beyond the table of run options: models, architectures and
+devices found on this machine, and a model's metadata. (Choices the table knows, data sets
+included, come from bsnn.options at once.)
 
 Everything here that needs torch imports it inside the function: these run in worker threads
 after the first screen has painted, never at import time (see tests/test_tui.py).
@@ -21,7 +23,6 @@ class Catalog:
 
     models: list[str] = field(default_factory=list)
     archs: list[str] = field(default_factory=list)
-    datasets: list[str] = field(default_factory=list)
     devices: list[tuple[str, str]] = field(default_factory=list)  # (label, value)
 
 
@@ -55,15 +56,13 @@ def devices() -> list[tuple[str, str]]:
 
 
 def discover(root: Path) -> Catalog:
-    """Bundled and nearby checkpoints, architectures, data sets and devices (imports torch)."""
+    """Bundled and nearby checkpoints, architectures and devices (imports torch)."""
     from bsnn.checkpoint import bundled_names
-    from bsnn.data import DATASETS
     from bsnn.models.registry import ARCHS
 
     return Catalog(
         models=bundled_names() + find_checkpoints(root),
         archs=sorted(ARCHS),
-        datasets=list(DATASETS),
         devices=devices(),
     )
 

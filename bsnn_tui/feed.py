@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bsnn.errors import BsnnError
-from bsnn.events import Event
+from bsnn.events import Event, Failed, Started
 
 ERROR_LOG = "tui-error.log"
 
@@ -56,8 +56,8 @@ class RunFeed:
         is (a folder opened from disk keeps its own path: the log may have been moved)."""
         with self._lock:
             self._events.append(event)
-            if self.run_dir is None and event["type"] == "started" and event.get("run_dir"):
-                self.run_dir = Path(event["run_dir"])
+            if self.run_dir is None and isinstance(event, Started) and event.run_dir:
+                self.run_dir = Path(event.run_dir)
 
     def __len__(self) -> int:
         with self._lock:
@@ -74,7 +74,7 @@ class RunFeed:
         When the engine logged the failure itself (a `failed` event, with its own traceback
         file), that event is the record and nothing more is written."""
         with self._lock:
-            logged = bool(self._events) and self._events[-1]["type"] == "failed"
+            logged = bool(self._events) and isinstance(self._events[-1], Failed)
         self.problem = Problem.from_exception(error, None if logged else self.run_dir)
 
     def why_failed(self, summary: dict[str, Any]) -> Problem | None:

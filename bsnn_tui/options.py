@@ -1,5 +1,6 @@
-"""The command line of `bsnn-tui`: the flags of `bsnn convert` (shared with it, to prefill the
-form) plus the dashboard's own (--start, --run-mode, --attach, --serve)."""
+"""The command line of `bsnn-tui`: the run flags of `bsnn convert` (both built from the table of
+run options, bsnn.options; they prefill the form) plus the dashboard's own (--start, --run-mode,
+--attach, --serve)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from bsnn.cli.convert import add_run_arguments
+from bsnn.options import add_arguments
 from bsnn_tui.producers import RUN_MODES
-
-DASHBOARD_TIME = 64  # fewer steps than the CLI's 80: a first look should be quick
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live dashboard for ANN -> SNN conversion runs. The run flags are those of "
                     "`bsnn convert` and prefill the form.",
     )
-    add_run_arguments(p.add_argument_group("run options (as in `bsnn convert`)"))
-    p.set_defaults(time=DASHBOARD_TIME)
+    add_arguments(p.add_argument_group("run options (as in `bsnn convert`)"))
     ui = p.add_argument_group("dashboard")
     ui.add_argument("--start", action="store_true", help="start the run at once")
     ui.add_argument("--run-mode", choices=RUN_MODES, default="auto",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bsnn.config import RunConfig
-from bsnn.events import follow
+from bsnn.events import Started, follow
 from bsnn_tui.feed import RunFeed
 
 RUN_MODES = ("auto", "in-process", "detached")
@@ -70,7 +70,8 @@ def run_detached(config: RunConfig, feed: RunFeed, cancel: threading.Event,
     the run ends or its engine dies. `cancel` is passed on to the engine (bsnn.detach's cancel
     file: it stops at its next batch boundary); `stop()` ends only the following, never the run.
     """
-    from bsnn.detach import new_run_id, request_cancel, start_detached
+    from bsnn.detach import start_detached
+    from bsnn.rundir import new_run_id, request_cancel
 
     if stop():  # the dashboard quit before the run started: start nothing
         return
@@ -78,7 +79,7 @@ def run_detached(config: RunConfig, feed: RunFeed, cancel: threading.Event,
     feed.detached = True
     feed.run_dir = Path(config.job_dir).absolute() / str(config.run_id)  # known before it starts
     run_dir = start_detached(config, wait_for=None)
-    engine = _Engine(feed)
+    engine = EngineWatch(feed)
     asked = False
 
     def done() -> bool:
@@ -92,12 +93,12 @@ def run_detached(config: RunConfig, feed: RunFeed, cancel: threading.Event,
         feed.append(event)
 
 
-class _Engine:
-    """Whether the engine that writes a feed's log has died (without a last word)."""
+class EngineWatch:
+    """Whether the detached engine that writes a feed's log has died (without a last word)."""
 
     def __init__(self, feed: RunFeed) -> None:
         self.feed = feed
-        self.started: dict[str, Any] | None = None
+        self.started: Started | None = None
         self.dead_checks = 0
 
     def gone(self) -> bool:
@@ -106,8 +107,8 @@ class _Engine:
         from bsnn.report import pid_alive
 
         if self.started is None:
-            self.started = next((e for e in self.feed.events() if e["type"] == "started"), None)
-        if self.started is None or pid_alive(self.started.get("pid"), self.started.get("host")):
+            self.started = next((e for e in self.feed.events() if isinstance(e, Started)), None)
+        if self.started is None or pid_alive(self.started.pid, self.started.host):
             return False
         self.dead_checks += 1
         return self.dead_checks > 1

@@ -1,6 +1,6 @@
 """A reference simulator for converted networks: obviously right, deliberately slow.
 
-Written from the specification (DESIGN.md §3), independently of `bsnn.snn.engine`: one batch,
+Written from the semantics below, independently of `bsnn.snn.engine`: one batch,
 one time step at a time, one layer at a time, plain Python loops, float32 like the engine.
 It uses only what the conversion hands over (`SpikingNetwork`: ops, bias, threshold,
 spike_amplitude, fan_out, input_scale) and, for Poisson input, `poisson_step`, which defines
@@ -50,6 +50,18 @@ def _carried(source: SpikingLayer, spikes: torch.Tensor) -> torch.Tensor:
     return spikes * source.spike_amplitude
 
 
+def _if_step(layer: SpikingLayer, v: torch.Tensor, current: torch.Tensor,
+             reset: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One IF update: (new potential, spikes as float32 0/1)."""
+    v = v + current
+    s = (v >= layer.threshold).to(torch.float32)
+    if reset == "subtract":
+        v = v - s * layer.threshold
+    else:
+        v = torch.where(s > 0, torch.zeros_like(v), v)
+    return v, s
+
+
 @torch.no_grad()
 def simulate(
     net: SpikingNetwork,
@@ -63,20 +75,11 @@ def simulate(
     seed: int = 0,
     batch_index: int = 0,
 ) -> ReferenceCounts:
-    assert propagation in ("same-step", "delayed")
-    assert reset in ("subtract", "zero")
-    assert v0 in ("zero", "half")
-    assert encoding in ("constant", "poisson")
-    layers = net.layers[:-1]
-    output = net.layers[-1]
-    batch = x.shape[0]
-
-    potentials = []
-    for layer in layers:
-        v = torch.zeros((batch, *layer.shape), dtype=torch.float32)
-        if v0 == "half":
-            v = v + layer.threshold / 2
-        potentials.append(v)
+    assert propagation in ("same-step", "delayed") and reset in ("subtract", "zero")
+    assert v0 in ("zero", "half") and encoding in ("constant", "poisson")
+    layers, output, batch = net.layers[:-1], net.layers[-1], x.shape[0]
+    potentials = [torch.zeros((batch, *layer.shape), dtype=torch.float32)
+                  + (layer.threshold / 2 if v0 == "half" else 0) for layer in layers]
     # what each source emitted at the previous step (delayed propagation); nothing before step 0
     previous_input = torch.zeros_like(x)
     previous_spikes = [torch.zeros((batch, *layer.shape)) for layer in layers]
@@ -99,14 +102,7 @@ def simulate(
                 source_spikes = (previous_spikes[i - 1] if propagation == "delayed"
                                  else this_spikes[i - 1])
                 incoming = _carried(layers[i - 1], source_spikes)
-            current = _current(layer, incoming)
-            v = potentials[i] + current
-            s = (v >= layer.threshold).to(torch.float32)
-            if reset == "subtract":
-                v = v - s * layer.threshold
-            else:
-                v = torch.where(s > 0, torch.zeros_like(v), v)
-            potentials[i] = v
+            potentials[i], s = _if_step(layer, potentials[i], _current(layer, incoming), reset)
             this_spikes.append(s)
             spikes[i, t] = float(s.sum())
             fan_out = layer.fan_out.double()

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-import bsnn.checkpoint
 import bsnn.events
+import bsnn.run
 from bsnn.checkpoint import ModelMeta, save_checkpoint
 from bsnn.cli import main
 from bsnn.convert import convert
@@ -161,7 +161,7 @@ def test_eval_size_larger_than_the_data_set_uses_all(
     out = " ".join(capsys.readouterr().out.split())
     assert "eval size 5000 is larger than the 360 images" in out and "using all" in out
     (log,) = tmp_path.glob("*/events.jsonl")
-    assert read_events(log)[-1]["images"] == 360
+    assert read_events(log)[-1].images == 360
 
 
 # --- options -------------------------------------------------------------------------------
@@ -179,8 +179,11 @@ def test_percentile_outside_0_100(tiny_model: Path, tmp_path: Path,
     ("--batch-size", "0"), ("--batch-size", "100000000"),
     ("--eval_size", "0"), ("--eval_size", "-5"),
     ("--norm", "0"), ("--norm", "1000000000"),
+    ("--readout-delay", "8"), ("--readout-delay", "-1"),  # T is 8
+    ("--snn-calibration-size", "0"), ("--n-workers", "-2"), ("--val-split", "1.5"),
+    ("--image-size", "0"), ("--device", "tpu"),
 ])
-def test_sizes_that_are_not_positive_or_are_absurd(
+def test_option_values_that_cannot_run(
         tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str,
         value: str) -> None:
     fails(capsys, convert_args(tiny_model, tmp_path, flag, value), value, flag)
@@ -207,7 +210,7 @@ def test_cuda_out_of_memory_suggests_a_batch_size(
     err = fails(capsys, convert_args(tiny_model, tmp_path), "out of memory", "--batch-size")
     assert "16" in err.split("fix:")[1]  # half the batch size
     (log,) = tmp_path.glob("*/events.jsonl")
-    assert read_events(log)[-1]["type"] == "failed"
+    assert read_events(log)[-1].type == "failed"
 
 
 # --- storage -------------------------------------------------------------------------------
@@ -248,7 +251,7 @@ def test_full_disk_while_writing_events(tiny_model: Path, tmp_path: Path,
           "free disk space")
     monkeypatch.undo()
     (log,) = tmp_path.glob("*/events.jsonl")
-    kinds = [e["type"] for e in read_events(log)]
+    kinds = [e.type for e in read_events(log)]
     assert kinds[0] == "started" and "thresholds" in kinds  # what came before is kept
 
 
@@ -274,7 +277,8 @@ def test_unsupported_layer_through_the_cli(tiny_model: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     meta = ModelMeta("custom", "digits", 10, (1, 8, 8))
-    monkeypatch.setattr(bsnn.checkpoint, "load_model", lambda *a, **k: (_maxpool_net(), meta))
+    # where the run loop looks it up: bsnn.run imports load_model by name
+    monkeypatch.setattr(bsnn.run, "load_model", lambda *a, **k: (_maxpool_net(), meta))
     fails(capsys, convert_args(tiny_model, tmp_path), "unsupported layer features.2",
           "MaxPool2d", "AvgPool2d")
 

@@ -5,8 +5,10 @@ measurements, recorded in benchmarks/RESULTS.md)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from bsnn.bench import PeakMemory
@@ -23,13 +25,31 @@ def test_peak_memory_sees_a_known_allocation() -> None:
     assert idle.peak / 2**20 < 4
 
 
+MEASURED = ("engine_img_steps_per_s", "bindsnet_img_steps_per_s", "dense_img_steps_per_s",
+            "engine_over_dense_time", "engine_over_bindsnet_speed", "engine_peak_mb",
+            "ann_peak_mb", "calibration_s", "calibration_peak_mb")
+
+
 def test_bench_engine_quick_writes_every_figure(tmp_path: Path) -> None:
+    """Every promised figure is there, the run is the one asked for (CPU, vgg8ab, --quick's
+    batch 8 and T=16), the ratios are those of the rates they come from, and the engine and
+    bindsnet agree spike for spike."""
     out = tmp_path / "bench.json"
     assert main(["bench", "engine", "--quick", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
-    for key in ("engine_img_steps_per_s", "bindsnet_img_steps_per_s", "dense_img_steps_per_s",
-                "engine_over_dense_time", "engine_over_bindsnet_speed", "engine_peak_mb",
-                "ann_peak_mb", "calibration_s", "calibration_peak_mb"):
-        assert figures[key] > 0, key
-    assert figures["spike_count_mismatch"] == 0  # the engine and bindsnet agree spike for spike
-    assert figures["calibration_peak_mb"] < figures["calibration_tensor_mb"]  # no full copy
+    cpu = {k: v for k, v in figures.items() if k != "devices"}
+    assert set(cpu) == {"device", "arch", "batch", "time_steps", "spike_count_mismatch",
+                        "calibration_tensor_mb", *MEASURED}
+    assert (cpu["device"], cpu["arch"], cpu["batch"], cpu["time_steps"]) == ("cpu", "vgg8ab", 8, 16)
+    assert figures["devices"][0] == cpu
+    assert [d["device"] for d in figures["devices"]] == ["cpu"] + (
+        ["cuda"] if torch.cuda.is_available() else [])
+    for key in MEASURED:
+        assert math.isfinite(cpu[key]) and cpu[key] > 0, (key, cpu[key])
+    engine, dense = cpu["engine_img_steps_per_s"], cpu["dense_img_steps_per_s"]
+    assert cpu["engine_over_dense_time"] == pytest.approx(dense / engine, rel=1e-9)
+    assert cpu["engine_over_bindsnet_speed"] == pytest.approx(
+        engine / cpu["bindsnet_img_steps_per_s"], rel=1e-9)
+    assert cpu["spike_count_mismatch"] == 0  # the engine and bindsnet agree spike for spike
+    assert cpu["calibration_tensor_mb"] == 32 * 64 * 112 * 112 * 4 / 2**20  # 98 MB, float32
+    assert cpu["calibration_peak_mb"] < cpu["calibration_tensor_mb"]  # no full copy

@@ -22,8 +22,10 @@ from bsnn.convert import convert
 from bsnn.convert.correction import correct_errors
 from bsnn.errors import ConfigError
 from bsnn.models import build_model
-from bsnn.snn.engine import Engine, SimOptions
+from bsnn.snn import options as sim_options
+from bsnn.snn.engine import Engine
 from bsnn.snn.network import SpikingNetwork
+from bsnn.snn.options import SimOptions
 
 pytest.importorskip("bindsnet", reason="the bindsnet backend is tested only where bindsnet "
                     "is installed: pip install 'bsnn[bindsnet]'")
@@ -31,10 +33,9 @@ pytest.importorskip("bindsnet", reason="the bindsnet backend is tested only wher
 Case = tuple[SpikingNetwork, torch.Tensor, torch.Tensor]
 
 
-
 def _case(model: nn.Module, shape: tuple[int, ...], n: int, seed: int, **kwargs: str) -> Case:
-    """A converted network, `n` images (calibration = evaluation) and the ANN's labels, so the
-    correct count climbs instead of staying at chance."""
+    """A converted network, `n` images (its thresholds set from them too) and the ANN's labels,
+    so the correct count climbs instead of staying at chance."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand((n, *shape), generator=gen)
     model.eval()
@@ -151,9 +152,20 @@ def test_batches_are_independent_and_input_untouched(vgg6: Case) -> None:
     assert torch.equal(first.correct, again.correct)
 
 
-def test_unknown_option_is_refused(vgg6: Case) -> None:
-    with pytest.raises(ConfigError, match="propagation"):
-        BindsnetBackend(vgg6[0], SimOptions(time=4, propagation="one-step"))
+OPTION_VALUES = [(name, value) for name, allowed in (
+    ("propagation", sim_options.PROPAGATIONS), ("reset", sim_options.RESETS),
+    ("v0", sim_options.INITIAL_POTENTIALS), ("encoding", sim_options.ENCODINGS),
+) for value in allowed]
+
+
+@pytest.mark.parametrize(("name", "value"), OPTION_VALUES,
+                         ids=[f"{n}={v}" for n, v in OPTION_VALUES])
+def test_every_option_value_is_simulated_like_the_engine(vgg6: Case, name: str,
+                                                         value: str) -> None:
+    """The backend keeps no list of choices: SimOptions refuses unknown values before it sees
+    them, so it must simulate every value SimOptions accepts (a new one fails here until the
+    backend handles it)."""
+    _assert_same(vgg6, SimOptions(time=24, **{name: value}))  # type: ignore[arg-type]
 
 
 def test_missing_bindsnet_is_a_config_error(vgg6: Case, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,7 +176,7 @@ def test_missing_bindsnet_is_a_config_error(vgg6: Case, monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize("mode", ["bias", "potential"])
-def test_calibrated_network_matches_engine(mode: str) -> None:
+def test_snn_calibrated_network_matches_engine(mode: str) -> None:
     """SNN calibration changes biases or initial potentials; bindsnet must see the same."""
     torch.manual_seed(0)
     model = build_model("vgg6ab", 10, (1, 8, 8)).eval()

@@ -139,7 +139,9 @@ def test_text_file_is_refused_as_not_a_checkpoint(tmp_path: Path, text: str) -> 
     (tmp_path / "notes.pt").write_text(text)
     with pytest.raises(CheckpointError) as err:
         read_checkpoint(tmp_path / "notes.pt")
-    assert "Python objects" not in err.value.message  # a text file is not a pickled module
+    assert err.value.message == (f"{tmp_path / 'notes.pt'} is not a PyTorch checkpoint "
+                                 f"(it starts with {text.encode()[:4]!r})")
+    assert "torch.save" in err.value.fix
 
 
 def test_folder_instead_of_file(tmp_path: Path) -> None:

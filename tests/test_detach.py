@@ -14,18 +14,11 @@ import pytest
 
 from bsnn.cli import main
 from bsnn.config import RunConfig
-from bsnn.detach import (
-    CANCEL_FILE,
-    ENGINE_LOG,
-    cancel_requested,
-    request_cancel,
-    run_status,
-    start_detached,
-    wait_until_done,
-)
+from bsnn.detach import ENGINE_LOG, start_detached, wait_until_done
 from bsnn.errors import CheckpointError
-from bsnn.events import read_events
+from bsnn.events import BatchDone, Cancelled, Started, read_events
 from bsnn.report import EXPORT_FILES, summarize
+from bsnn.rundir import CANCEL_FILE, cancel_requested, request_cancel, run_status
 
 DIGITS_VAL = 360  # images in the digits evaluation split
 
@@ -45,11 +38,12 @@ def wait_for(predicate: object, timeout_s: float = 180.0) -> None:
 
 
 def batches_done(run_dir: Path) -> int:
-    return sum(e["type"] == "batch_done" for e in read_events(run_dir))
+    return sum(isinstance(e, BatchDone) for e in read_events(run_dir))
 
 
 def engine_pid(run_dir: Path) -> int:
-    return int(read_events(run_dir)[0]["pid"])
+    (started,) = [e for e in read_events(run_dir) if isinstance(e, Started)]
+    return int(started.pid or 0)
 
 
 def test_sighup_does_not_stop_a_detached_run(tiny_model: Path, tmp_path: Path) -> None:
@@ -83,14 +77,14 @@ def killed_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def test_kill_9_loses_at_most_the_batch_in_flight(
         killed_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     events = read_events(killed_run)
-    last = [e for e in events if e["type"] == "batch_done"][-1]
-    assert 0 < last["images"] < DIGITS_VAL
+    last = [e for e in events if isinstance(e, BatchDone)][-1]
+    assert 0 < last.images < DIGITS_VAL
     assert not (killed_run / "summary.json").exists()  # nobody was left to write it
     assert main(["report", str(killed_run)]) == 0
     assert "interrupted" in capsys.readouterr().out
     summary = json.loads((killed_run / "summary.json").read_text())
     assert summary["status"] == "interrupted"
-    assert summary["images"] == last["images"]
+    assert summary["images"] == last.images
     assert len(summary["accuracy_per_step"]) == 1024
     assert (killed_run / "per_timestep.csv").is_file()
     capsys.readouterr()
@@ -124,11 +118,11 @@ def test_cancel_stops_a_detached_run_within_a_batch(
     assert main(["cancel", str(run_dir)]) == 0
     assert "run cancelled" in capsys.readouterr().out
     events = read_events(run_dir)
-    assert events[-1]["type"] == "cancelled"
-    done = [e for e in events if e["type"] == "batch_done"]
-    assert events[-1]["images"] == done[-1]["images"] < DIGITS_VAL
+    assert isinstance(events[-1], Cancelled)
+    done = [e for e in events if isinstance(e, BatchDone)]
+    assert events[-1].images == done[-1].images < DIGITS_VAL
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "cancelled" and summary["images"] == done[-1]["images"]
+    assert summary["status"] == "cancelled" and summary["images"] == done[-1].images
     assert "cancelled" in (run_dir / ENGINE_LOG).read_text()
 
 
@@ -175,6 +169,6 @@ def _no_stray_engines(tmp_path: Path) -> Iterator[None]:
     """Kill any engine a failed test left running, so it does not outlive the suite."""
     yield
     for log in tmp_path.glob("**/events.jsonl"):
-        events = read_events(log)
-        if events and run_status(log.parent) == "running":
-            os.killpg(int(events[0]["pid"]), signal.SIGKILL)
+        started = [e for e in read_events(log) if isinstance(e, Started)]
+        if started and started[0].pid and run_status(log.parent) == "running":
+            os.killpg(started[0].pid, signal.SIGKILL)

@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 
 from bsnn.config import RunConfig
 from bsnn.distributed import RankFailed, rounds, shard_batches
-from bsnn.events import read_events
+from bsnn.events import BatchDone, Failed, Finished, read_events
 from bsnn.run import run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,8 +46,8 @@ def config(job_dir: Path, run_id: str, **changes: Any) -> RunConfig:
 
 
 def batches(run_dir: Path) -> list[dict[str, Any]]:
-    return [{k: v for k, v in e.items() if k not in VOLATILE}
-            for e in read_events(run_dir) if e["type"] == "batch_done"]
+    return [{k: v for k, v in e.to_dict().items() if k not in VOLATILE}
+            for e in read_events(run_dir) if isinstance(e, BatchDone)]
 
 
 def assert_same_results(one: Path, many: Path) -> None:
@@ -97,10 +97,10 @@ def test_torchrun_convert_equals_one_process(tmp_path: Path, one_thread: None) -
     assert sorted(p.name for p in job.iterdir()) == ["one", "results", "two"]
     assert len((job / "results" / "sim_result.txt").read_text().splitlines()) == 3  # header+2
     events = read_events(job / "two")
-    assert events[0]["distributed"] == {"world_size": 2, "backend": "gloo"}
-    last = [e for e in events if e["type"] == "batch_done"][-1]
-    assert last["ranks"] == [64, 36] and last["images"] == 100  # 100 = 32+32+32+4: uneven
-    assert events[-1]["type"] == "finished"
+    assert events[0].distributed == {"world_size": 2, "backend": "gloo"}
+    last = [e for e in events if isinstance(e, BatchDone)][-1]
+    assert last.ranks == [64, 36] and last.images == 100  # 100 = 32+32+32+4: uneven
+    assert isinstance(events[-1], Finished)
     # what a viewer (dashboard, `bsnn runs`, summary.md) shows of it
     summary = json.loads((job / "two" / "summary.json").read_text())
     assert summary["distributed"] == {"world_size": 2, "backend": "gloo",
@@ -177,8 +177,8 @@ def test_poisson_with_uneven_shards_equals_one_process(
     assert [r["poisson"] for r in reports] == ["finished", "finished"]
     run(config(tmp_path, "one", encoding="poisson", eval_size=70, batch_size=16))
     assert_same_results(tmp_path / "one", job / "poisson")
-    last = [e for e in read_events(job / "poisson") if e["type"] == "batch_done"][-1]
-    assert last["ranks"] == [38, 32]  # 16+16+6 and 16+16
+    last = [e for e in read_events(job / "poisson") if isinstance(e, BatchDone)][-1]
+    assert last.ranks == [38, 32]  # 16+16+6 and 16+16
     assert not (job / "poisson.rank1").exists()
 
 
@@ -188,8 +188,8 @@ def test_a_failing_rank_fails_the_run_clearly(group: tuple[Path, list[dict[str, 
     assert reports[0]["fail"].startswith(f"{RankFailed.__name__}: rank 1 of 2 failed at batch 1")
     assert "injected failure" in reports[0]["fail"]
     events = read_events(job / "fail")
-    assert events[-1]["type"] == "failed" and events[-1]["error"] == "RankFailed"
-    assert "rank 1 of 2 failed" in events[-1]["message"]
+    assert isinstance(events[-1], Failed) and events[-1].error == "RankFailed"
+    assert "rank 1 of 2 failed" in events[-1].message
     summary = json.loads((job / "fail" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["images"] == 32  # rank 0's batch 0 counts
 
@@ -226,8 +226,8 @@ def test_a_missing_peer_times_out_with_a_failed_event(tmp_path: Path,
     with pytest.raises(RankFailed, match="could not join the group of 2 processes"):
         run(config(tmp_path, "alone"))
     events = read_events(tmp_path / "alone")
-    assert [e["type"] for e in events] == ["started", "failed"]
-    assert "could not join" in events[-1]["message"]
+    assert [e.type for e in events] == ["started", "failed"]
+    assert "could not join" in events[-1].message
 
 
 def test_detach_under_torchrun_is_refused_with_the_fix(

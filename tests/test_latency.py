@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import bsnn.run
 from bsnn.checkpoint import load_model
 from bsnn.cli import main
 from bsnn.config import RunConfig
@@ -20,10 +21,11 @@ from bsnn.convert.correction import correct_errors
 from bsnn.data import calibration_subset, load_split
 from bsnn.errors import ConfigError
 from bsnn.run import run
-from bsnn.runs import list_runs
-from bsnn.snn.engine import Engine, SimOptions
+from bsnn.rundir import list_runs
+from bsnn.snn.engine import Engine
 from bsnn.snn.network import SpikingLayer, SpikingNetwork
-from bsnn.sweep import parse_variant, sweep
+from bsnn.snn.options import SimOptions
+from bsnn.sweep import grid, parse_variant, sweep
 
 
 def _run(tmp_path: Path, **kw: Any) -> dict[str, Any]:
@@ -111,12 +113,21 @@ def test_unknown_calibration_is_refused() -> None:
         RunConfig(snn_calibration="bias", snn_calibration_size=0).validate()
 
 
-def test_calibration_subset_is_drawn_apart_from_thresholds() -> None:
-    """Different seeds: the correction is not measured on the threshold images alone."""
-    train, _ = load_split("digits", "train")
-    a = calibration_subset(train, 128, seed=0).indices  # type: ignore[attr-defined]
-    b = calibration_subset(train, 128, seed=1).indices  # type: ignore[attr-defined]
-    assert a != b
+def test_calibration_images_are_drawn_apart_from_the_threshold_images(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run draws its threshold images with the seed and the SNN calibration's with seed + 1:
+    the correction is not measured on the threshold images alone."""
+    drawn: list[tuple[int, int, list[int]]] = []
+
+    def spy(dataset: Any, n: int, seed: int = 0) -> Any:
+        subset = calibration_subset(dataset, n, seed=seed)
+        drawn.append((n, seed, subset.indices))  # type: ignore[attr-defined]
+        return subset
+
+    monkeypatch.setattr(bsnn.run, "calibration_subset", spy)
+    _run(tmp_path, time=4, seed=5, norm=128, snn_calibration="bias", snn_calibration_size=128)
+    assert [(n, seed) for n, seed, _ in drawn] == [(128, 5), (128, 6)]
+    assert drawn[0][2] != drawn[1][2]
 
 
 # ----------------------------------------------------------------------------- readout delay
@@ -158,6 +169,9 @@ def test_readout_delay_flag_reaches_the_run(tmp_path: Path) -> None:
     assert code == 0
     (summary,) = list_runs(tmp_path)
     assert summary["config"]["readout_delay"] == 3
+    # the engine read nothing in the first 3 steps: every image got the same (first) class
+    acc = summary["accuracy_per_step"]
+    assert acc[0] == acc[1] == acc[2] < 0.2 < acc[-1]
     with pytest.raises(ConfigError, match="readout delay"):
         RunConfig(time=8, readout_delay=8).validate()
 
@@ -207,6 +221,13 @@ def test_parse_variant() -> None:
         parse_variant("model=other")
     with pytest.raises(ConfigError, match="not a switch"):
         parse_variant("nonsense")
+    # values are typed and checked by the table of options; whole-config checks by the grid
+    with pytest.raises(ConfigError, match="'bad:v0=quarter': v0 'quarter' is not known"):
+        parse_variant("bad:v0=quarter")
+    with pytest.raises(ConfigError, match="readout_delay 'two' is not a whole number"):
+        parse_variant("readout_delay=two")
+    with pytest.raises(ConfigError, match="readout delay 8 is outside"):
+        grid(RunConfig(time=8), ["bundled:digits-fp"], [99.7], [parse_variant("readout-delay=8")])
 
 
 def test_sweep_runs_the_grid_and_writes_the_table(tmp_path: Path) -> None:

@@ -160,7 +160,9 @@ def test_first_and_last_layers_stay_full_precision(arch: str, shape: tuple[int, 
     assert list(net.state_dict()) == list(build_model(arch, 10, shape).state_dict())
 
 
-def test_binary_form_rebuilds_the_weight_the_forward_uses() -> None:
+def test_binary_weight_is_the_weight_the_forward_uses() -> None:
+    """`binary_weight()` is what conversion deploys: exactly +-alpha per output channel, the
+    weight the forward pass multiplies by (sign(0) = +1 included)."""
     torch.manual_seed(4)
     net = build_model("vgg6ab", 10, (1, 8, 8), binary=True)
     binary_layers = [m for m in net.modules() if isinstance(m, BinaryConv2d | BinaryLinear)]
@@ -168,10 +170,16 @@ def test_binary_form_rebuilds_the_weight_the_forward_uses() -> None:
     for layer in binary_layers:
         with torch.no_grad():
             layer.weight.view(-1)[::5] = 0.0
-        signs, alpha = layer.binary_form()
-        assert signs.dtype == torch.int8
-        assert set(signs.unique().tolist()) <= {-1, 1}
-        assert alpha.shape == (layer.weight.shape[0],)
-        rebuilt = signs.to(alpha.dtype) * alpha.view(-1, *([1] * (signs.dim() - 1)))
-        assert torch.equal(rebuilt, _used_weight(layer.weight.detach()))
-        assert torch.equal(rebuilt, binarize(layer.weight).detach())
+        deployed = layer.binary_weight()
+        used = _used_weight(layer.weight.detach())
+        assert torch.equal(deployed, used)
+        assert torch.equal(deployed, binarize(layer.weight).detach())
+        magnitude = deployed.abs().flatten(1)
+        assert torch.equal(magnitude, magnitude[:, :1].expand_as(magnitude)), "one alpha/channel"
+        zeros = layer.weight.detach() == 0
+        assert zeros.any() and (deployed[zeros] > 0).all(), "sign(0) must be +1"
+        x = torch.randn(2, *((layer.in_channels, 4, 4) if isinstance(layer, nn.Conv2d)
+                             else (layer.in_features,)))
+        plain = (F.conv2d(x, deployed, None, 1, 1) if isinstance(layer, nn.Conv2d)
+                 else F.linear(x, deployed))
+        assert torch.equal(layer(x), plain)

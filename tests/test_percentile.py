@@ -8,8 +8,9 @@ import torch
 
 from bsnn.convert import percentile
 from bsnn.convert.percentile import StreamingPercentile
+from bsnn.errors import ConfigError, ConversionError
 
-QS = [0, 0.1, 50, 99.7, 99.99, 100]
+QS = [1e-9, 0.1, 50, 99.7, 99.99, 100]  # (0, 100]: 0 itself is refused
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -91,7 +92,7 @@ def test_single_value(q: float) -> None:
 
 
 @pytest.mark.parametrize("value", [0.0, 0.3, -2.5, 1e-30])
-@pytest.mark.parametrize("q", [0, 50, 99.7, 100])
+@pytest.mark.parametrize("q", [1e-9, 50, 99.7, 100])
 @pytest.mark.parametrize("per_channel", [False, True], ids=["layer", "channel"])
 def test_all_values_equal(value: float, q: float, per_channel: bool) -> None:
     data = torch.full((10, 3, 4, 4), value)
@@ -108,7 +109,54 @@ def test_passes_are_few() -> None:
 
 def test_no_activations_is_an_error() -> None:
     est = StreamingPercentile(99.7)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="no activations"):
+        est.end_pass()
+    est.update(torch.empty(0, 3))  # an empty batch is no activation either
+    with pytest.raises(ConfigError, match="no activations"):
+        est.end_pass()
+
+
+@pytest.mark.parametrize("q", [0, -1, 100.01, 150, float("nan"), float("inf"), -float("inf")])
+def test_percentile_outside_0_100_is_refused(q: float) -> None:
+    with pytest.raises(ConfigError, match=r"outside \(0, 100\]") as info:
+        StreamingPercentile(q)
+    assert "99.7" in info.value.fix
+
+
+@pytest.mark.parametrize("q", ["99.7", None, True, torch.tensor(99.7)])
+def test_percentile_that_is_not_a_number_is_refused(q: object) -> None:
+    with pytest.raises(ConfigError, match="not a number"):
+        StreamingPercentile(q)  # type: ignore[arg-type]
+
+
+def test_per_channel_must_be_a_bool() -> None:
+    """A truthy string such as "layer" would otherwise silently mean per channel."""
+    with pytest.raises(ConfigError, match="per_channel 'layer'"):
+        StreamingPercentile(99.7, "layer")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["layer", "channel"])
+def test_activations_of_another_shape_are_refused(per_channel: bool) -> None:
+    est = StreamingPercentile(50, per_channel)
+    with pytest.raises(ConfigError, match="no channel axis"):
+        est.update(torch.rand(5))
+    est.update(torch.rand(4, 3, 2, 2))
+    for other in (torch.rand(4, 1, 2, 2), torch.rand(4, 3, 2), torch.rand(4, 12)):
+        with pytest.raises(ConfigError, match=r"follow \(N, 3, 2, 2\)"):
+            est.update(other)
+    est.update(torch.rand(1, 3, 2, 2))  # another batch size is fine
+    est.end_pass()
+    with pytest.raises(ConfigError, match="follow"):  # in later passes too
+        est.update(torch.rand(4, 1, 2, 2))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_infinite_activations_are_refused(bad: float) -> None:
+    data = torch.rand(10, 2, 3)
+    data[3, 1, 2] = bad
+    est = StreamingPercentile(99.7, per_channel=True)
+    est.update(data)
+    with pytest.raises(ConversionError, match="NaN or infinite"):
         est.end_pass()
 
 
@@ -128,8 +176,8 @@ def test_larger_than_torch_quantile_limit(q: float) -> None:
 @pytest.mark.parametrize("value", [0.0, 0.75])
 def test_large_block_of_equal_values_converges_in_few_passes(
         value: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The median of a layer that is 60 % silent is 0; in a real calibration set the zeros
-    number far more than COLLECT_CAP (4 M). Each pass is a forward over all calibration images,
+    """The median of a layer that is 60 % silent is 0; in a real set of images the zeros
+    number far more than COLLECT_CAP (4 M). Each pass is a forward over all those images,
     so the pass count matters. COLLECT_CAP is lowered so that small data reproduce it."""
     monkeypatch.setattr(percentile, "COLLECT_CAP", 100)
     gen = torch.Generator().manual_seed(0)

@@ -22,11 +22,12 @@ from test_tui_support import FakeEngine, fake_events, wait_for, write_run
 from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static
 
-from bsnn.cli.convert import config_from_args
 from bsnn.config import RunConfig
-from bsnn.detach import request_cancel, run_status, wait_until_done
-from bsnn.events import EVENTS_FILE, read_events
+from bsnn.detach import wait_until_done
+from bsnn.errors import ConfigError
+from bsnn.events import EVENTS_FILE, BatchDone, Event, read_events
 from bsnn.report import EXPORT_FILES, summarize
+from bsnn.rundir import request_cancel, run_status
 from bsnn_tui import producers
 from bsnn_tui.app import BsnnApp, main
 from bsnn_tui.feed import RunFeed
@@ -59,9 +60,9 @@ def pace_batches(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     redraw (and a key press): paced, a test sees the panels between batches on any machine."""
     append = RunFeed.append
 
-    def paced(feed: RunFeed, event: dict[str, object]) -> None:
+    def paced(feed: RunFeed, event: Event) -> None:
         append(feed, event)
-        if event["type"] == "batch_done":
+        if isinstance(event, BatchDone):
             time.sleep(seconds)
 
     monkeypatch.setattr(RunFeed, "append", paced)
@@ -99,16 +100,20 @@ def test_flags_are_those_of_bsnn_convert() -> None:
         "--results-file", "r.txt", "--data", "/d", "--threshold-granularity", "channel",
         "--reset", "zero", "--v0", "half", "--encoding", "poisson",
     ])
-    c = config_from_args(args)
+    c = RunConfig.from_args(args)
     assert (c.job_dir, c.model, c.eval_size, c.time, c.batch_size, c.percentile) == \
         ("jobs", "m.pt", 200, 32, 50, 99.9)
     assert (c.propagation, c.device, c.norm, c.dataset, c.arch, c.seed, c.n_workers) == \
         ("same-step", "cuda", 256, "cifar10", "vgg8ab", 3, 0)
     assert (c.results_file, c.data, c.threshold_granularity, c.reset, c.v0, c.encoding) == \
         ("r.txt", "/d", "channel", "zero", "half", "poisson")
-    defaults = config_from_args(build_parser().parse_args([]))
-    assert (defaults.model, defaults.dataset, defaults.time, defaults.job_dir) == \
-        ("bundled:digits-fp", None, 64, "runs")
+    assert RunConfig.from_args(build_parser().parse_args([])) == RunConfig()  # one default each
+    assert RunConfig().time == 80  # the original conversion.py's, the CLI's and the form's
+
+
+def test_the_form_opens_with_the_defaults_of_the_flags(tmp_path: Path) -> None:
+    """`bsnn-tui` without flags and BsnnApp() show the same values as `bsnn convert` uses."""
+    assert BsnnApp().setup.initial == RunConfig()
 
 
 def test_serve_runs_the_same_flags_without_the_serving_ones() -> None:
@@ -133,12 +138,22 @@ async def test_the_form_shows_the_flags_and_reads_back_the_same_config(tmp_path:
 # -- the form refuses what cannot run ------------------------------------------------------------
 
 
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    """The fake engine in place of the real one; its `calls` counts the runs started."""
+    fake = FakeEngine()
+    monkeypatch.setattr(producers, "run_engine", fake)
+    return fake
+
+
+def problems(app: BsnnApp) -> str:
+    """What the form's check box says."""
+    return str(app.setup.query_one("#problems", Static).render())
+
+
 @pytest.mark.asyncio
 async def test_a_bad_percentile_is_explained_and_start_refused(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch
-                                                               ) -> None:
-    engine = FakeEngine()
-    monkeypatch.setattr(producers, "run_engine", engine)
+                                                               engine: FakeEngine) -> None:
     app = BsnnApp(tiny(tmp_path))
     async with app.run_test() as pilot:
         percentile = app.setup.query_one("#percentile", Input)
@@ -146,7 +161,7 @@ async def test_a_bad_percentile_is_explained_and_start_refused(tmp_path: Path,
         percentile.value = ""
         await pilot.press(*"120")
         await pilot.pause()
-        reasons = str(app.setup.query_one("#problems", Static).render())
+        reasons = problems(app)
         assert "percentile 120.0 is outside (0, 100]" in reasons
         assert percentile.has_class("-invalid")
         await pilot.press("enter")  # Enter in a field starts: refused
@@ -156,10 +171,38 @@ async def test_a_bad_percentile_is_explained_and_start_refused(tmp_path: Path,
 
         percentile.value = "abc"
         await pilot.pause()
-        assert "'abc' is not a number" in str(app.setup.query_one("#problems", Static).render())
+        assert "'abc' is not a number" in problems(app)
         percentile.value = "99.5"
         await pilot.pause()
-        assert "all values valid" in str(app.setup.query_one("#problems", Static).render())
+        assert "all values valid" in problems(app)
+
+
+@pytest.mark.asyncio
+async def test_each_field_is_checked_against_the_whole_form(tmp_path: Path,
+                                                           engine: FakeEngine) -> None:
+    """A readout delay of 70 is wrong at T 64 (as the flags gave them: shown at once) and right
+    at T 128; changing T alone marks or clears the delay."""
+    app = BsnnApp(tiny(tmp_path, time=64, readout_delay=70))
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        setup = app.setup
+        delay, steps = setup.query_one("#readout_delay", Input), setup.query_one("#time", Input)
+        assert "readout delay 70 is outside [0, T)" in problems(app)
+        assert "between 0 and 63" in problems(app)
+        assert delay.has_class("-invalid") and not steps.has_class("-invalid")
+        with pytest.raises(ConfigError, match="readout delay"):
+            setup.config()
+        await pilot.press("escape", "s")
+        await pilot.pause()
+        assert engine.calls == 0 and isinstance(app.screen, SetupScreen)
+
+        steps.value = "128"
+        await pilot.pause()
+        assert not delay.has_class("-invalid") and "all values valid" in problems(app)
+        assert setup.config().readout_delay == 70
+        steps.value = "64"
+        await pilot.pause()
+        assert delay.has_class("-invalid") and "readout delay 70" in problems(app)
 
 
 # -- runs with the fake engine: exact timing, exact failures ------------------------------------
@@ -175,7 +218,7 @@ async def test_cancel_stops_within_a_batch_and_keeps_the_partial_run(
         summary = run_screen(app).summary
         assert len(summary["accuracy_per_step"]) == 16  # the partial curve is kept
         events = read_events(app.live.run_dir)
-        assert events[-1]["type"] == "cancelled"
+        assert events[-1].type == "cancelled"
 
 
 @pytest.mark.asyncio
@@ -257,7 +300,7 @@ async def test_attach_follows_a_run_written_by_another_process(tmp_path: Path) -
         with open(run_dir / EVENTS_FILE, "a", encoding="utf-8") as f:
             for event in events[3:]:
                 time.sleep(0.15)
-                f.write(json.dumps(event) + "\n")
+                f.write(json.dumps(event.to_dict()) + "\n")
                 f.flush()
 
     app = BsnnApp(RunConfig(job_dir=str(tmp_path)), attach=run_dir)
@@ -389,21 +432,35 @@ def test_run_mode_auto_is_detached_on_cuda_only() -> None:
 def test_quitting_a_detached_run_says_how_to_attach_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def run(app: BsnnApp) -> None:  # as if the user quit (q) while the run went on
-        assert app.setup.initial_run_mode == "detached"
-        app.left_running = tmp_path / "some-run"
+    """The real app and main(): start a detached run, press q while it runs; the run is not
+    cancelled and main() prints how to follow it again. Only the detached engine is a stand-in
+    (it runs until its follower stops, as the real one's log would)."""
+    run_dir = tmp_path / "some-run"
+    cancelled: list[bool] = []
 
-    monkeypatch.setattr(BsnnApp, "run", run)
-    assert main(["--run-mode", "detached"]) == 0
-    assert f"bsnn-tui --attach {tmp_path / 'some-run'}" in capsys.readouterr().out
+    def engine(config: RunConfig, feed: RunFeed, cancel: threading.Event, stop: object) -> None:
+        feed.detached, feed.run_dir = True, run_dir
+        while not stop():  # type: ignore[operator]
+            time.sleep(0.02)
+        cancelled.append(cancel.is_set())
+
+    async def quit_while_running(pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.running, what="the run")
+        await pilot.press("q")
+
+    monkeypatch.setattr(producers, "run_detached", engine)
+    headless = BsnnApp.run
+    monkeypatch.setattr(BsnnApp, "run",
+                        lambda app: headless(app, headless=True, auto_pilot=quit_while_running))
+    assert main(["--run-mode", "detached", "--start", "--job-dir", str(tmp_path)]) == 0
+    assert f"bsnn-tui --attach {run_dir}" in capsys.readouterr().out
+    assert cancelled == [False]  # quitting left the detached run going
 
 
 @pytest.mark.asyncio
 @pytest.mark.skipif(torch.cuda.is_available(), reason="auto means detached where there is CUDA")
 async def test_run_mode_auto_runs_in_process_on_a_cpu_only_machine(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = FakeEngine()
-    monkeypatch.setattr(producers, "run_engine", engine)
+        tmp_path: Path, engine: FakeEngine) -> None:
     app = BsnnApp(tiny(tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         run_mode = app.setup.query_one("#run_mode", Select)
@@ -428,7 +485,7 @@ async def test_a_detached_run_from_the_form_fills_the_panels_of_two_viewers(
                        what="the engine to start")
         run_dir = app.live.run_dir
         assert app.live.detached and "detached" in screen.sub_title
-        assert read_events(run_dir)[0]["pid"] != os.getpid()  # a process of its own
+        assert read_events(run_dir)[0].pid != os.getpid()  # a process of its own
         viewer = BsnnApp(RunConfig(job_dir=str(detached_job_dir)), attach=run_dir)
         async with viewer.run_test() as second:
             seen: set[str] = set()  # what the second viewer showed along the way

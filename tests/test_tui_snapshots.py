@@ -23,7 +23,6 @@ from bsnn_tui.screens.run import RunScreen
 FIXED_CATALOG = catalog.Catalog(
     models=["bundled:digits-binary", "bundled:digits-fp", "models/cifar10-fp.pt"],
     archs=["vgg15ab", "vgg6ab", "vgg8ab"],
-    datasets=["digits", "cifar10", "cifar100", "imagenet", "imagefolder"],
     devices=[("auto", "auto"), ("cpu", "cpu"), ("cuda:0 NVIDIA H200", "cuda:0")],
 )
 FIXED_META = {"arch": "vgg6ab", "dataset": "digits", "num_classes": 10, "binary": False,

@@ -19,7 +19,16 @@ from textual.pilot import Pilot
 
 from bsnn.config import RunConfig
 from bsnn.errors import CheckpointError
-from bsnn.events import EVENTS_FILE, EventLog
+from bsnn.events import (
+    EVENTS_FILE,
+    BatchDone,
+    Cancelled,
+    Event,
+    EventLog,
+    Failed,
+    Phase,
+    event_from_dict,
+)
 from bsnn_tui.feed import RunFeed
 
 # Spiking layers as bsnn.convert names them; the output layer (fc2, 10 neurons) does not spike.
@@ -31,7 +40,7 @@ OUTPUT = {"name": "fc2", "kind": "linear", "neurons": 10, "shape": [10], "binary
 
 
 def fake_events(run_dir: Path, *, steps: int = 16, batches: int = 4, batch: int = 16,
-                channelwise: bool = False) -> list[dict[str, Any]]:
+                channelwise: bool = False) -> list[Event]:
     """A complete, plausible run: accuracy climbs towards the ANN's, rates settle per layer."""
     config = RunConfig(model="bundled:digits-fp", dataset="digits", time=steps, batch_size=batch,
                        eval_size=batches * batch, job_dir=str(run_dir.parent), run_id=run_dir.name)
@@ -41,7 +50,8 @@ def fake_events(run_dir: Path, *, steps: int = 16, batches: int = 4, batch: int 
          "config": config.to_dict(), "device": "cpu", "versions": {"bsnn": "0.1.0"},
          "pid": 0, "host": "fixture"},
         {"type": "phase", "time": t0, "name": "load_model", "message": "loading bundled:digits-fp"},
-        {"type": "phase", "time": t0, "name": "calibrate", "message": "99.7th percentile"},
+        {"type": "phase", "time": t0, "name": "threshold_calibration",
+         "message": "99.7th percentile"},
         {"type": "thresholds", "time": t0 + 1, "percentile": 99.7,
          "granularity": "channel" if channelwise else "layer",
          "layers": [{"name": name, "kind": "conv" if name.startswith("conv") else "linear",
@@ -75,14 +85,16 @@ def fake_events(run_dir: Path, *, steps: int = 16, batches: int = 4, batch: int 
                    "final_accuracy": events[-1]["correct_per_step"][-1] / (batches * batch)})
     for seq, event in enumerate(events):
         event["seq"] = seq
-    return events
+    typed = [event_from_dict(event) for event in events]
+    assert None not in typed, "a fake event does not fit its class"
+    return typed  # type: ignore[return-value]
 
 
-def write_run(run_dir: Path, events: list[dict[str, Any]]) -> Path:
+def write_run(run_dir: Path, events: list[Event]) -> Path:
     """A run folder holding `events` as its log."""
     log = EventLog(run_dir / EVENTS_FILE)
     for event in events:
-        log(dict(event))
+        log(event)
     log.close()
     return run_dir
 
@@ -103,26 +115,25 @@ class FakeEngine:
         events = fake_events(run_dir, steps=config.time, batches=self.batches)
         log = EventLog(run_dir / EVENTS_FILE)
 
-        def send(event: dict[str, Any]) -> None:
+        def send(event: Event) -> None:
             log(event)
             feed.append(event)
 
         try:
             for event in events:
-                if event["type"] == "phase" and event["name"] == "calibrate" \
+                if isinstance(event, Phase) and event.name == "threshold_calibration" \
                         and not config.model.startswith("bundled:") \
                         and not Path(config.model).is_file():
                     error = CheckpointError(f"model file {config.model} not found",
                                             "check the path")
-                    send({"type": "failed", "time": event["time"], "error": "CheckpointError",
-                          "message": error.message, "fix": error.fix, "images": 0})
+                    send(Failed(time=event.time, error="CheckpointError", message=error.message,
+                                fix=error.fix, images=0))
                     raise error
-                if event["type"] == "batch_done":
+                if isinstance(event, BatchDone):
                     time.sleep(self.delay_s)
                     if cancel.is_set():
-                        send({"type": "cancelled", "time": event["time"],
-                              "images": event["images"] - event["images_total"]
-                              // self.batches})
+                        send(Cancelled(time=event.time, images=event.images
+                                       - event.images_total // self.batches))
                         return
                 send(event)
         finally:

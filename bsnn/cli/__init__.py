@@ -1,7 +1,8 @@
-"""The `bsnn` command line: train, convert, info, report, runs, cancel.
+"""The `bsnn` command line: train, convert, sweep, info, report, runs, cancel, bench.
 
-Each subcommand lives in its own module with `register(subparsers)`; this module turns every
-BsnnError into one clear message and exit code 2, without a traceback.
+Each subcommand lives in its own module with `register(subparsers)` and its entry `main(args)`;
+the run options' flags come from one table (bsnn.options). This module turns every BsnnError into
+one clear message and exit code 2, without a traceback.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small batch and T, no repeats")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     p.add_argument("--no-bindsnet", action="store_true", help="skip the bindsnet backend")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--time", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--time", type=int, default=64, help="time steps T (default 64)")
     p.set_defaults(func=main)
 
 
@@ -23,7 +23,7 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from bsnn.bench import bench_calibration, bench_engine
+    from bsnn.bench import bench_engine, bench_threshold_percentile
 
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
                                        else [])
@@ -32,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     for device in devices:
         r = bench_engine(device, batch=batch, time_steps=steps,
                          with_bindsnet=not args.no_bindsnet, repeat=1 if args.quick else 7)
-        r.update(bench_calibration(device=device))
+        r.update(bench_threshold_percentile(device=device))
         results.append(r)
     table = Table(title=f"engine benchmark: vgg8ab, batch {batch}, T={steps}")
     table.add_column("figure")
@@ -47,8 +47,8 @@ def main(args: argparse.Namespace) -> int:
         ("spike-count mismatch (target 0)", "spike_count_mismatch", "d"),
         ("engine peak MB", "engine_peak_mb", ".1f"),
         ("ANN peak MB", "ann_peak_mb", ".1f"),
-        ("calibration 32x64x112x112 s", "calibration_s", ".2f"),
-        ("calibration peak MB (tensor 98 MB)", "calibration_peak_mb", ".1f"),
+        ("threshold percentile 32x64x112x112 s", "calibration_s", ".2f"),
+        ("threshold percentile peak MB (tensor 98 MB)", "calibration_peak_mb", ".1f"),
     ]
     for label, key, spec in rows:
         table.add_row(label, *["—" if r.get(key) is None else format(r[key], spec)

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bsnn.detach import request_cancel, run_status, wait_until_done
+    from bsnn.detach import wait_until_done
+    from bsnn.rundir import request_cancel, run_status
 
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():

@@ -1,4 +1,4 @@
-"""`bsnn convert`: the original conversion.py's flags, plus bsnn's own."""
+"""`bsnn convert`: the original conversion.py's flags, plus bsnn's own (all from bsnn.options)."""
 
 from __future__ import annotations
 
@@ -9,77 +9,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bsnn.config import CHOICES, RunConfig
+from bsnn.config import RunConfig
 from bsnn.errors import ConfigError
-from bsnn.events import Event
-
-
-def add_run_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None:
-    """The run flags, shared with `bsnn-tui` so both take the same command line.
-    With `grid` (bsnn sweep), --model and --percentile take several values."""
-    d = RunConfig()
-    many: dict[str, Any] = {"nargs": "+"} if grid else {}
-    p.add_argument("--job-dir", default=d.job_dir, help="results folder; one run folder per run")
-    p.add_argument("--model", default=[d.model] if grid else d.model, **many,
-                   help="checkpoint path or bundled name (bundled:digits-fp, "
-                        "bundled:digits-binary)")
-    p.add_argument("--results-file", default=d.results_file,
-                   help="CSV line appended to <job-dir>/results/NAME (as the original)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--time", type=int, default=d.time, help="time steps T (default 80)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--n-workers", type=int, default=d.n_workers,
-                   help="data loader workers (-1: 4 per GPU)")
-    p.add_argument("--norm", type=int, default=d.norm,
-                   help="training images used to calibrate thresholds (default 128)")
-    p.add_argument("--gpu", action="store_true", help="run on CUDA (same as --device cuda)")
-    p.add_argument("--one-step", action="store_true",
-                   help="same-step propagation (the default; kept for the original's flag)")
-    p.add_argument("--data", default=d.data, help="data root (default ./data/)")
-    p.add_argument("--arch", default=None, help="architecture for checkpoints without metadata")
-    p.add_argument("--percentile", type=float, default=[d.percentile] if grid else d.percentile,
-                   **many)
-    p.add_argument("--eval_size", type=int, default=d.eval_size, help="images evaluated, -1 all")
-    p.add_argument("--dataset", default=None,
-                   help="digits, cifar10, cifar100, imagenet or imagefolder "
-                        "(default: the checkpoint's; cifar100 for original files)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto)")
-    for name in ("propagation", "reset", "v0", "encoding", "threshold_granularity",
-                 "binary_weights", "backend", "snn_calibration"):
-        p.add_argument(f"--{name.replace('_', '-')}", choices=CHOICES[name],
-                       default=getattr(d, name))
-    p.add_argument("--snn-calibration-size", type=int, default=d.snn_calibration_size,
-                   help="training images for --snn-calibration (default %(default)s)")
-    p.add_argument("--readout-delay", type=int, default=d.readout_delay,
-                   help="the output ignores the first K steps (default %(default)s)")
-    p.add_argument("--val-split", type=float, default=None,
-                   help="imagefolder without val/: fraction held out for evaluation")
-    p.add_argument("--image-size", type=int, default=None, help="imagefolder image size")
-    p.add_argument("--run-id", default=None, help="name of the run folder (default: time-based)")
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """RunConfig from parsed flags; --gpu and --one-step map onto --device / --propagation."""
-    device = args.device or ("cuda" if args.gpu else "auto")
-    propagation = "same-step" if args.one_step else args.propagation
-    return RunConfig(
-        model=args.model, dataset=args.dataset, arch=args.arch, data=args.data,
-        percentile=args.percentile, time=args.time, batch_size=args.batch_size,
-        eval_size=args.eval_size, norm=args.norm, n_workers=args.n_workers, seed=args.seed,
-        device=device, propagation=propagation, reset=args.reset, v0=args.v0,
-        encoding=args.encoding, threshold_granularity=args.threshold_granularity,
-        binary_weights=args.binary_weights, backend=args.backend, job_dir=args.job_dir,
-        readout_delay=args.readout_delay, snn_calibration=args.snn_calibration,
-        snn_calibration_size=args.snn_calibration_size,
-        results_file=args.results_file, run_id=args.run_id, val_split=args.val_split,
-        image_size=args.image_size,
-    )
+from bsnn.events import Event, RunWarning, describe
+from bsnn.options import add_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert an ANN to an SNN and simulate it",
                        description="Convert an ANN to a spiking network and simulate T steps.")
-    add_run_arguments(p)
+    add_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
     p.add_argument("--detach", action="store_true",
                    help="run in the background, immune to a closed terminal; prints the run "
@@ -115,13 +54,15 @@ class _Interrupts:
 
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from bsnn.cli.progress import ProgressPrinter, print_summary
-    from bsnn.detach import cancel_requested, new_run_id, start_detached
+    from bsnn.detach import start_detached
     from bsnn.distributed import world
     from bsnn.run import run
+    from bsnn.rundir import cancel_requested, new_run_id
 
-    config = config_from_args(args).validate()
+    config = RunConfig.from_args(args).validate()
     w = world()
     console = Console(quiet=not w.main)  # under torchrun rank 0 alone reports
     if args.detach and w.distributed:
@@ -141,8 +82,8 @@ def main(args: argparse.Namespace) -> int:
     printer = None if args.quiet else ProgressPrinter(console)  # run() emits on rank 0 only
 
     def warnings_only(event: Event) -> None:  # --quiet still says what it changed
-        if event["type"] == "warning":
-            console.print(f"[yellow]warning:[/] {event['message']}")
+        if isinstance(event, RunWarning):
+            console.print(f"[yellow]{escape(describe(event))}[/]", highlight=False)
 
     with _Interrupts() as interrupts:
         try:

@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="a checkpoint file or bundled:NAME")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
-    p.set_defaults(func=run)
+    p.set_defaults(func=main)
 
 
 def describe(model: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def _fmt_accuracy(value: float | None) -> str:
     return "not recorded" if value is None else f"{value:.2%}"
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     info = describe(args.model)
     if args.json:
         print(json.dumps(info, indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,7 +16,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bsnn.events import Event
+from bsnn.events import (
+    TERMINAL,
+    BatchDone,
+    Cancelled,
+    Event,
+    Failed,
+    Phase,
+    RunWarning,
+    describe,
+    keep,
+)
+from bsnn.report import summarize
 
 
 def progress_bar(console: Console, label: str, figures: str, transient: bool) -> Progress:
@@ -27,38 +39,44 @@ def progress_bar(console: Console, label: str, figures: str, transient: bool) ->
     )
 
 
+STYLES = {Phase: "cyan", RunWarning: "yellow", Failed: "red", Cancelled: "yellow"}
+
+
 class ProgressPrinter:
-    """An `emit` consumer: phases as lines, batches as a progress bar with live accuracy."""
+    """An `emit` consumer: events in words (bsnn.events.describe) as lines, batches as a
+    progress bar with the live accuracies of `summarize`."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress = progress_bar(console, "[bold]simulate", "{task.fields[acc]}",
                                      transient=False)
         self.task: Any = None
+        self.events: list[Event] = []
 
     def __call__(self, event: Event) -> None:
-        kind = event["type"]
-        if kind == "started":
-            self.console.print(f"run [bold]{event['run_id']}[/] on {event['device']} → "
-                               f"{event['run_dir']}")
-        elif kind == "phase":
-            self.console.print(f"[cyan]{event['name']}[/]: {event['message']}")
-        elif kind == "warning":
-            self.console.print(f"[yellow]warning:[/] {event['message']}")
-        elif kind == "batch_done":
-            if self.task is None:
-                self.progress.start()
-                self.task = self.progress.add_task("sim", total=event["images_total"], acc="")
-            acc = event["correct_per_step"][-1] / event["images"]
-            ann = event["ann_correct"] / event["images"]
-            self.progress.update(self.task, completed=event["images"],
-                                 acc=f"SNN {100 * acc:.2f} %  ANN {100 * ann:.2f} %")
-        elif kind in ("finished", "failed", "cancelled"):
+        keep(self.events, event)
+        if isinstance(event, BatchDone):
+            self.show_batch(event)
+            return
+        if isinstance(event, TERMINAL):
             self.stop()
+        style = STYLES.get(type(event))
+        text = escape(describe(event))
+        self.console.print(f"[{style}]{text}[/]" if style else text, highlight=False)
+
+    def show_batch(self, event: BatchDone) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("sim", total=event.images_total, acc="")
+        s = summarize(self.events)
+        self.progress.update(self.task, completed=s["images"],
+                             acc=f"SNN {100 * s['final_accuracy']:.2f} %  "
+                                 f"ANN {100 * s['ann_accuracy']:.2f} %")
 
     def stop(self) -> None:
         if self.task is not None:
             self.progress.stop()
+            self.task = None
 
 
 def print_summary(console: Console, summary: dict[str, Any]) -> None:

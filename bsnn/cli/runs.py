@@ -16,7 +16,7 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from bsnn.runs import list_runs
+    from bsnn.rundir import list_runs
 
     table = Table(show_edge=False)
     for col in ("run", "status", "model", "dataset", "T", "images", "accuracy"):

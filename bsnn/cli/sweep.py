@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from bsnn.cli.convert import add_run_arguments, config_from_args
+from bsnn.config import RunConfig
+from bsnn.options import add_arguments
 from bsnn.sweep import PRESETS, parse_variant
 
 
@@ -16,14 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Every model x percentile x variant is one ordinary run in --job-dir; the "
         "table (accuracy at T = 4 ... 128, first T within 1 point of the ANN, firing rate, "
         "synaptic operations per image) goes to <job-dir>/sweep-*.csv, .md and .png.")
-    add_run_arguments(p, grid=True)
+    add_arguments(p, many=True)
     p.add_argument("--variant", nargs="+", default=["paper"], metavar="VARIANT",
                    help=f"presets: {presets}; or NAME:key=value,key=value")
     p.set_defaults(func=main)
 
 
 SHORT = {"percentile": "p", "variant": "variant", "ann_acc": "ANN", "final_acc": "final",
-         "first_T_within_1pt": "T1pt", "firing_rate": "rate", "synops_per_image": "synops"}
+         "first_step_within_1pt": "T1pt", "firing_rate": "rate", "synops_per_image": "synops"}
 
 
 def _short(key: str, value: object) -> str:
@@ -47,14 +48,14 @@ def main(args: argparse.Namespace) -> int:
     variants = [parse_variant(v) for v in args.variant]
     models, percentiles = args.model, args.percentile
     args.model, args.percentile = models[0], percentiles[0]
-    base = replace(config_from_args(args), run_id=None)
+    base = replace(RunConfig.from_args(args), run_id=None)
     console = Console()
     console.print(f"{len(models) * len(percentiles) * len(variants)} runs into {base.job_dir}")
 
     def progress(r: dict) -> None:
         console.print(f"  {r['model']} p={r['percentile']} {r['variant']}: ANN {r['ann_acc']} %, "
                       f"SNN {r['final_acc']} % at T={base.time}, within 1 point from "
-                      f"T={r['first_T_within_1pt']}", highlight=False)
+                      f"T={r['first_step_within_1pt']}", highlight=False)
 
     rows, path = sweep(base, models, percentiles, variants, on_row=progress)
     hidden = ("status", "run_id")

@@ -1,4 +1,5 @@
-"""ANN -> SNN conversion: chain extraction (BN folding), calibration, spiking layers."""
+"""ANN -> SNN conversion: the chain (BN folded), thresholds from activation percentiles, spiking
+layers; `correction` is the optional SNN calibration that follows."""
 
 from bsnn.convert.chain import Group, chain_forward, extract_chain
 from bsnn.convert.convert import Conversion, convert

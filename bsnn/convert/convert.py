@@ -1,9 +1,10 @@
-"""ANN -> SNN: cut the chain, calibrate thresholds from activation percentiles, build layers.
+"""ANN -> SNN: cut the chain, set thresholds from activation percentiles, build layers.
 
-Weights are kept as they are and the scale goes into thresholds and biases (DESIGN.md §3):
-theta_l = lambda_l / lambda_(l-1) and bias_l / lambda_(l-1), the same network as weight
-normalisation, so binary weights stay exactly +-alpha — or +-1 with alpha folded into a
-per-channel threshold (`binary_weights="sign"`).
+Weights are kept as they are and the scale goes into thresholds and biases (the paper's threshold
+balancing): theta_l = lambda_l / lambda_(l-1) and bias_l / lambda_(l-1), lambda_l the chosen
+percentile of layer l's ReLU output, the same network as weight normalisation, so binary weights
+stay exactly +-alpha — or +-1 with alpha folded into a per-channel threshold
+(`binary_weights="sign"`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import torch
 from torch import nn
 
 from bsnn.convert.chain import WEIGHTED, Group, chain_forward, extract_chain
-from bsnn.convert.percentile import StreamingPercentile
-from bsnn.errors import ConversionError
+from bsnn.convert.percentile import StreamingPercentile, check_percentile
+from bsnn.errors import ConfigError, ConversionError
+from bsnn.options import BINARY_WEIGHTS, GRANULARITIES
 from bsnn.snn.network import SpikingLayer, SpikingNetwork
 
 Batches = Callable[[], Iterable[torch.Tensor]]
@@ -45,10 +47,11 @@ def check_chain(model: nn.Module, groups: list[Group], x: torch.Tensor) -> None:
         )
 
 
-def calibrate(groups: list[Group], batches: Batches, percentile: float,
-              per_channel: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
-    """lambda per ReLU group (exact percentile over all calibration images, eval mode), the
-    max activation per group, and max |input|."""
+def threshold_percentiles(
+    groups: list[Group], batches: Batches, percentile: float, per_channel: bool,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+    """lambda per ReLU group (exact percentile over all images `batches` yields, eval mode), the
+    max activation per group, and max |input|: what the thresholds are set from."""
     relu_groups = [g for g in groups if g.relu]
     estimators = [StreamingPercentile(percentile, per_channel) for _ in relu_groups]
     input_max = 0.0
@@ -56,7 +59,7 @@ def calibrate(groups: list[Group], batches: Batches, percentile: float,
     with torch.no_grad():
         while not all(e.done for e in estimators):
             for x in batches():
-                if first:
+                if first and len(x):
                     input_max = max(input_max, float(x.abs().max()))
                 _, acts = chain_forward(groups, x, keep=True)
                 for est, a in zip(estimators, acts, strict=True):
@@ -116,6 +119,25 @@ def _per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t.view(-1, *([1] * (ndim - 1))) if t.numel() > 1 else t.reshape(())
 
 
+def check_options(percentile: float, granularity: str, binary_weights: str) -> None:
+    """Refuse what `convert` cannot do before any work: a typo must not mean another mode."""
+    check_percentile(percentile)
+    for name, value, allowed in (("granularity", granularity, GRANULARITIES),
+                                 ("binary_weights", binary_weights, BINARY_WEIGHTS)):
+        if value not in allowed:
+            raise ConfigError(f"{name} {value!r} is not known",
+                              f"use one of: {', '.join(allowed)}")
+
+
+def _first_batch(batches: Batches) -> torch.Tensor:
+    """The first batch (it traces the shapes and checks the chain), which must hold images."""
+    sample = next(iter(batches()), None)
+    if sample is None or len(sample) == 0:
+        raise ConfigError("there are no images to set the thresholds from",
+                          "pass at least one training image (e.g. --norm 128)")
+    return sample
+
+
 def convert(
     model: nn.Module,
     batches: Batches,
@@ -123,60 +145,73 @@ def convert(
     granularity: str = "layer",
     binary_weights: str = "alpha",
 ) -> Conversion:
-    """Convert `model` (eval mode) using the calibration images that `batches()` yields.
+    """Convert `model` (eval mode), its thresholds set from the images that `batches()` yields.
 
-    `batches` is called once per calibration pass (about three) and must yield the same images
+    `batches` is called once per percentile pass (about three) and must yield the same images
     each time, on the model's device.
     """
+    check_options(percentile, granularity, binary_weights)
     model.eval()
     groups = extract_chain(model)
-    sample = next(iter(batches()))
+    sample = _first_batch(batches)
     check_chain(model, groups, sample[:8])
-    lambdas, maxima, input_max = calibrate(groups, batches, percentile, granularity == "channel")
-
-    warnings: list[str] = []
-    names = _names(groups)
+    lambdas, maxima, input_max = threshold_percentiles(groups, batches, percentile,
+                                                       granularity == "channel")
     with torch.no_grad():
         _, acts = chain_forward(groups, sample[:1], keep=True)
         out_shape = tuple(chain_forward(groups, sample[:1])[0].shape[1:])
     shapes = [tuple(a.shape[1:]) for a in acts] + [out_shape]
 
+    warnings: list[str] = []
     layers: list[SpikingLayer] = []
     prev_ref = torch.tensor(1.0, device=sample.device)  # lambda_0 = 1 for the analog input
-    relu_index = 0
-    for g, name, shape in zip(groups, names, shapes, strict=True):
-        bias = None if g.bias is None else g.bias / prev_ref
-        ops = nn.Sequential(*g.ops)
-        threshold = lam = amplitude = None
-        if g.relu:
-            lam = lambdas[relu_index].clone()
-            dead = lam <= 0
-            if bool(dead.any()):
-                lam = torch.where(dead, maxima[relu_index].clamp(min=1e-6), lam)
-                warnings.append(f"{name}: the {percentile}th percentile of {int(dead.sum())} "
-                                f"group(s) is 0 (nearly always silent); used their max instead")
-            relu_index += 1
-            threshold = _per_channel(lam / prev_ref, len(shape))
-            if lam.numel() > 1:
-                amplitude = _per_channel(lam / lam.max(), len(shape))
-            ref = lam.max()
-        if g.binary and binary_weights == "sign":
-            ops = copy.deepcopy(ops)  # the ANN chain keeps its +-alpha weights
-            threshold, bias = _fold_alpha(ops, name, threshold, bias, len(shape))
-        if bias is not None:
-            bias = _per_channel(bias, len(shape))
-        layers.append(SpikingLayer(
-            name=name, kind=_kind(g), ops=ops, bias=bias, threshold=threshold,
-            lam=None if lam is None else lam.reshape(-1) if lam.numel() > 1 else lam.reshape(()),
-            shape=shape, binary=g.binary, spike_amplitude=amplitude, sources=g.sources,
-        ))
-        if g.relu:
-            prev_ref = ref
+    per_relu = iter(zip(lambdas, maxima, strict=True))
+    for g, name, shape in zip(groups, _names(groups), shapes, strict=True):
+        lam = _lambda(*next(per_relu), name, percentile, warnings) if g.relu else None
+        layers.append(_layer(g, name, shape, lam, prev_ref, binary_weights))
+        if lam is not None:
+            prev_ref = lam.max()
     for layer, nxt in itertools.pairwise(layers):
         layer.fan_out = _fan_out(nxt.ops, layer.shape)
     net = SpikingNetwork(layers, tuple(sample.shape[1:]), percentile, granularity,
                          input_scale=input_max or 1.0)
     return Conversion(net, groups, warnings)
+
+
+def _lambda(lam: torch.Tensor, maximum: torch.Tensor, name: str, percentile: float,
+            warnings: list[str]) -> torch.Tensor:
+    """The group's percentile, with its max where the percentile is 0 (a nearly silent group
+    would otherwise get a zero threshold and fire every step)."""
+    lam = lam.clone()
+    dead = lam <= 0
+    if bool(dead.any()):
+        lam = torch.where(dead, maximum.clamp(min=1e-6), lam)
+        warnings.append(f"{name}: the {percentile}th percentile of {int(dead.sum())} "
+                        f"group(s) is 0 (nearly always silent); used their max instead")
+    return lam
+
+
+def _layer(g: Group, name: str, shape: tuple[int, ...], lam: torch.Tensor | None,
+           prev_ref: torch.Tensor, binary_weights: str) -> SpikingLayer:
+    """One spiking layer: threshold lambda_l / lambda_(l-1), bias / lambda_(l-1)."""
+    ndim = len(shape)
+    bias = None if g.bias is None else g.bias / prev_ref
+    ops = nn.Sequential(*g.ops)
+    threshold = amplitude = None
+    if lam is not None:
+        threshold = _per_channel(lam / prev_ref, ndim)
+        if lam.numel() > 1:
+            amplitude = _per_channel(lam / lam.max(), ndim)
+    if g.binary and binary_weights == "sign":
+        ops = copy.deepcopy(ops)  # the ANN chain keeps its +-alpha weights
+        threshold, bias = _fold_alpha(ops, name, threshold, bias, ndim)
+    if bias is not None:
+        bias = _per_channel(bias, ndim)
+    return SpikingLayer(
+        name=name, kind=_kind(g), ops=ops, bias=bias, threshold=threshold,
+        lam=None if lam is None else lam.reshape(-1) if lam.numel() > 1 else lam.reshape(()),
+        shape=shape, binary=g.binary, spike_amplitude=amplitude, sources=g.sources,
+    )
 
 
 def _kind(g: Group) -> str:

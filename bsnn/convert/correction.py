@@ -6,13 +6,13 @@ training images, we measure each channel's mean error in spikes per step,
 
     e_c = mean over images and positions of ( clamp(a / lambda_c, 0, 1) - spikes / T ),
 
-(a: the ANN's ReLU output, lambda_c: the layer's calibration percentile) and correct it:
+(a: the ANN's ReLU output, lambda_c: the percentile its threshold was set from) and correct it:
 - `bias`: the layer's bias grows by theta_c * e_c, the current that makes up e_c spikes per step
   (Li et al.'s bias calibration, their light pipeline);
 - `potential`: the initial potential grows by T * theta_c * e_c, the same charge given at once
   (a closed form of their potential calibration, which they fit by SGD).
 Each layer is corrected with the layers before it already corrected, as in the paper, so one
-simulation of the calibration images per spiking layer. The correction is tuned to this T.
+simulation of these training images per spiking layer. The correction is tuned to this T.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from dataclasses import replace
 import torch
 
 from bsnn.convert.chain import Group, chain_forward
-from bsnn.snn.engine import Engine, SimOptions
+from bsnn.errors import ConfigError
+from bsnn.options import SNN_CALIBRATIONS
+from bsnn.snn.engine import Engine
 from bsnn.snn.network import SpikingNetwork
-
-MODES = ("none", "bias", "potential")
+from bsnn.snn.options import SimOptions
 
 
 def _channel_mean(t: torch.Tensor) -> torch.Tensor:
@@ -42,10 +43,11 @@ def _shaped(per_channel: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 def correct_errors(net: SpikingNetwork, ann: list[Group],
                    batches: Callable[[], Iterable[torch.Tensor]], options: SimOptions,
                    mode: str) -> list[float]:
-    """Calibrate `net` in place; return, per spiking layer, the mean |error| (spikes per step)
-    measured before its correction."""
-    if mode not in MODES:
-        raise ValueError(f"unknown calibration {mode!r}")
+    """SNN-calibrate `net` in place (`mode`: one of SNN_CALIBRATIONS); return, per spiking layer,
+    the mean |error| (spikes per step) measured before its correction."""
+    if mode not in SNN_CALIBRATIONS:
+        raise ConfigError(f"SNN calibration {mode!r} is not known",
+                          f"use one of: {', '.join(SNN_CALIBRATIONS)}")
     if mode == "none":
         return []
     engine = Engine(net, replace(options, readout_delay=0))

@@ -1,22 +1,37 @@
 """Exact percentiles of activations streamed in batches, in bounded memory.
 
 torch.quantile fails above 2^24 elements and needs every value at once. Here each pass over the
-calibration data narrows a window around the wanted order statistics with a 4,096-bin histogram
-per group (a layer, or one channel), shrunk to the extreme values seen in the chosen bins; once
-few values are left in the window (or they are all equal) they are collected and the answer is
-read off exactly, with numpy's linear interpolation. Typically 3 passes; the
-memory is the histogram plus the collected window, whatever the activation size.
+images narrows a window around the wanted order statistics with a 4,096-bin histogram per group
+(a layer, or one channel), shrunk to the extreme values seen in the chosen bins; once few values
+are left in the window (or they are all equal) they are collected and the answer is read off
+exactly, with numpy's linear interpolation. Typically 3 passes; the memory is the histogram plus
+the collected window, whatever the activation size.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
+
+from bsnn.errors import ConfigError, ConversionError
 
 BINS = 4096
 COLLECT_CAP = 1 << 22  # values gathered in the final pass, over all groups
 CHUNK = 1 << 20  # elements processed at once (measured: 1 << 22 peaked at 3.7x the tensor)
+
+
+def check_percentile(q: object) -> float:
+    """q as a float, or a ConfigError: a percentile lies in (0, 100] (NaN does not; 0 would put
+    every threshold at the minimum activation, 0 after a ReLU)."""
+    if isinstance(q, bool) or not isinstance(q, numbers.Real):
+        raise ConfigError(f"percentile {q!r} is not a number",
+                          "pass a number between 0 (exclusive) and 100, e.g. 99.7")
+    if not 0 < q <= 100:
+        raise ConfigError(f"percentile {q!r} is outside (0, 100]",
+                          "pass a number between 0 (exclusive) and 100, e.g. 99.7")
+    return float(q)
 
 
 class StreamingPercentile:
@@ -28,8 +43,12 @@ class StreamingPercentile:
     """
 
     def __init__(self, q: float, per_channel: bool = False) -> None:
-        self.q = q
+        if not isinstance(per_channel, bool):
+            raise ConfigError(f"per_channel {per_channel!r} is not a bool",
+                              "pass True (a group per channel) or False (one per layer)")
+        self.q = check_percentile(q)
         self.per_channel = per_channel
+        self.sample_shape: tuple[int, ...] | None = None  # one sample's (C, ...), fixed
         self.pass_no = 0
         self.groups = 0
         self.done = False
@@ -53,7 +72,23 @@ class StreamingPercentile:
             x = v[i:i + step]
             yield x.reshape(-1).double(), gid.expand_as(x).reshape(-1)
 
+    def _check(self, a: torch.Tensor) -> None:
+        """Every batch must hold (N, C, ...) activations of one and the same layer."""
+        if a.dim() < 2:
+            raise ConfigError(f"activations of shape {tuple(a.shape)} have no channel axis",
+                              "pass (N, C, ...) activations: a batch of one layer's outputs")
+        if self.sample_shape is None:
+            self.sample_shape = tuple(a.shape[1:])
+        elif tuple(a.shape[1:]) != self.sample_shape:
+            raise ConfigError(f"activations of shape (N, {', '.join(map(str, a.shape[1:]))}) "
+                              f"follow (N, {', '.join(map(str, self.sample_shape))})",
+                              "feed one layer's activations to one StreamingPercentile")
+
     def update(self, a: torch.Tensor) -> None:
+        """Feed one batch (N, C, ...) of the pass; empty batches add nothing."""
+        self._check(a)
+        if a.shape[0] == 0:
+            return
         if self.pass_no == 0:
             v = self._view(a)
             if self.groups == 0:
@@ -88,9 +123,14 @@ class StreamingPercentile:
             self._bin_max.view(-1).scatter_reduce_(0, cell, xi, "amax")
 
     def end_pass(self) -> None:
+        """Close a pass over the data; `done` says whether another one is needed."""
         if self.pass_no == 0:
             if self.groups == 0 or int(self.n.min()) == 0:
-                raise ValueError("no activations were seen")
+                raise ConfigError("no activations were seen in this pass",
+                                  "update() with at least one non-empty batch before end_pass()")
+            if not (bool(self.lo.isfinite().all()) and bool(self.hi.isfinite().all())):
+                raise ConversionError("the activations hold NaN or infinite values",
+                                      "check the model's weights and the images for NaN or inf")
             pos = self.q / 100 * (self.n - 1).double()
             self.k0 = pos.floor().long()
             self.frac = pos - self.k0.double()

@@ -53,10 +53,6 @@ class BinaryLayer:
         alpha = weight_alpha(self.weight).view(-1, *([1] * (self.weight.dim() - 1)))
         return weight_signs(self.weight).to(self.weight.dtype) * alpha
 
-    def binary_form(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(signs as int8 +-1, alpha per output channel)."""
-        return weight_signs(self.weight.detach()), weight_alpha(self.weight)
-
 
 class BinaryConv2d(BinaryLayer, nn.Conv2d):
     """Conv2d whose forward uses binarised weights."""

@@ -17,18 +17,7 @@ import torch
 
 from bsnn.snn.encoding import poisson_steps
 from bsnn.snn.network import SpikingLayer, SpikingNetwork
-
-
-@dataclass(frozen=True)
-class SimOptions:
-    time: int
-    propagation: str = "same-step"  # or "delayed": one step per connection, as bindsnet
-    reset: str = "subtract"  # or "zero"
-    v0: str = "zero"  # or "half": initial potential theta / 2
-    encoding: str = "constant"  # or "poisson"
-    seed: int = 0
-    readout_delay: int = 0  # output ignores the first k steps (their currents are transients)
-    time_chunk: int | None = None  # steps per chunk; None: chosen from a memory budget
+from bsnn.snn.options import SimOptions
 
 
 @dataclass
@@ -87,6 +76,24 @@ class Engine:
         self.net = net
         self.opt = options
 
+    def _input_currents(self, x: torch.Tensor, steps: range, constant: torch.Tensor | None,
+                        rest: torch.Tensor, batch_index: int) -> torch.Tensor:
+        """Currents into the first layer for `steps`: (steps, batch, *first layer's shape)."""
+        first, k = self.net.spiking[0], len(steps)
+        delayed = self.opt.propagation == "delayed"
+        if constant is not None:
+            currents = constant.expand(k, *constant.shape)
+            if delayed and steps.start == 0:  # the input reaches layer 1 one step late
+                currents = currents.clone()
+                currents[0] = rest
+            return currents
+        src = range(steps.start - 1, steps.stop - 1) if delayed else steps
+        enc = poisson_steps(x, self.net.input_scale, self.opt.seed, batch_index,
+                            range(max(src.start, 0), src.stop))
+        if delayed and steps.start == 0:
+            enc = torch.cat([torch.zeros_like(x)[None], enc])
+        return first.current(enc.flatten(0, 1)).view(k, x.shape[0], *first.shape)
+
     @torch.no_grad()
     def run_batch(self, x: torch.Tensor, labels: torch.Tensor, batch_index: int = 0,
                   keep_totals: bool = False) -> BatchCounts:
@@ -114,19 +121,8 @@ class Engine:
         for t0 in range(0, T, chunk):
             steps = range(t0, min(T, t0 + chunk))
             k = len(steps)
-            # currents into the first layer for these steps
-            if constant_current is not None:
-                currents = constant_current.expand(k, *constant_current.shape)
-                if delayed and t0 == 0:  # the input reaches layer 1 one step late
-                    currents = currents.clone()
-                    currents[0] = rest_current
-            else:
-                src = range(t0 - 1, t0 + k - 1) if delayed else steps
-                enc = poisson_steps(x, net.input_scale, opt.seed, batch_index,
-                                    range(max(src.start, 0), src.stop))
-                if delayed and t0 == 0:
-                    enc = torch.cat([torch.zeros_like(x)[None], enc])
-                currents = first.current(enc.flatten(0, 1)).view(k, B, *first.shape)
+            currents = self._input_currents(x, steps, constant_current, rest_current,
+                                            batch_index)
             for i, layer in enumerate(layers):
                 s = torch.empty((k, B, *layer.shape), dtype=dtype, device=dev)
                 _integrate(v[i], currents, layer.threshold, opt.reset, s, fired[i])

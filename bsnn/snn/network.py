@@ -30,7 +30,7 @@ class SpikingLayer:
     ops: nn.Sequential
     bias: torch.Tensor | None
     threshold: torch.Tensor | None
-    lam: torch.Tensor | None  # the calibration percentile value(s) of the ANN's ReLU output
+    lam: torch.Tensor | None  # lambda: the percentile(s) of the ANN's ReLU output, theta's source
     shape: tuple[int, ...]  # one image's neuron shape
     binary: bool = False
     spike_amplitude: torch.Tensor | None = None
@@ -94,7 +94,7 @@ class SpikingNetwork:
     input_shape: tuple[int, int, int]
     percentile: float
     granularity: str
-    input_scale: float = 1.0  # max |input| over the calibration images (Poisson encoding)
+    input_scale: float = 1.0  # max |input| over the images the thresholds came from (Poisson)
 
     @property
     def spiking(self) -> list[SpikingLayer]:

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
-from bsnn.runs import list_runs
+from bsnn.rundir import list_runs
 from bsnn_tui.widgets.accuracy import AccuracyPlot, percent
 from bsnn_tui.widgets.progress import STATUS_STYLE
 

@@ -1,13 +1,15 @@
-"""The setup screen: one RunConfig as a form, each value checked as it is typed.
+"""The setup screen: one RunConfig as a form, every field checked against the whole form.
 
-The form opens instantly with the values from the command line; the lists that need torch
-(bundled models, architectures, CUDA devices) and the selected model's metadata are filled in
-by workers once the screen is up.
+Its fields (labels, choices, defaults, checks) are the run options marked `form` in the table of
+bsnn.options, in the table's order, so the form, the flags and the engine never disagree about
+what is allowed. The form opens instantly with the values from the command line; the lists that
+need torch (bundled models, architectures, CUDA devices) and the selected model's metadata are
+filled in by workers once the screen is up.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,65 +17,49 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.validation import ValidationResult, Validator
+from textual.widget import Widget
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
-from bsnn.config import CHOICES, RunConfig
+from bsnn.config import RunConfig
 from bsnn.errors import ConfigError
+from bsnn.options import OPTION, OPTIONS, Option
 from bsnn_tui import catalog
 from bsnn_tui.feed import Problem
 from bsnn_tui.producers import RUN_MODES, resolve_run_mode
 from bsnn_tui.widgets.model_info import ModelInfo
 
-# Typed fields: id (= RunConfig field) -> (label, parser).
-NUMBERS: dict[str, tuple[str, type[int] | type[float]]] = {
-    "percentile": ("percentile", float),
-    "time": ("time steps T", int),
-    "batch_size": ("batch size", int),
-    "eval_size": ("eval size", int),
-    "norm": ("norm (calib.)", int),
-    "seed": ("seed", int),
-    "readout_delay": ("readout delay", int),
-}
-CHOICE_LABELS = {
-    "propagation": "propagation",
-    "reset": "reset",
-    "v0": "v0",
-    "encoding": "encoding",
-    "threshold_granularity": "thresholds per",
-    "snn_calibration": "SNN calib.",
-}
-FROM_CHECKPOINT = ""  # the Select value for "whatever the checkpoint says"
+FORM = tuple(o for o in OPTIONS if o.form)
+FOUND_HERE = ("arch", "device")  # choices the catalog finds on this machine (after torch loads)
+FIRST_DEVICES = [("auto", "auto"), ("cpu", "cpu")]  # until the catalog has asked torch
+FROM_CHECKPOINT = ""  # the Select value for "whatever the checkpoint says" (the option's None)
 NO_DATA_PATH = {"digits"}  # bundled with scikit-learn: no folder to point at
 DESCRIBE_DELAY_S = 0.4  # wait for the user to stop typing a path before reading the file
 
 
-def parse_number(name: str, parse: type[int] | type[float], text: str) -> int | float:
-    """The typed text as the field's type; ConfigError names the field when it is not one."""
-    try:
-        return parse(text.strip())
-    except ValueError:
-        kind = "a whole number" if parse is int else "a number"
-        raise ConfigError(f"{name} {text.strip()!r} is not {kind}", f"type {kind}") from None
+def reason(error: ConfigError) -> str:
+    return f"{error.message} — {error.fix}" if error.fix else error.message
 
 
-class ConfigField(Validator):
-    """Checks one typed value exactly as RunConfig.validate does, so the form and the engine
-    never disagree about what is allowed."""
+class FormCheck(Validator):
+    """One typed field, checked by its option as RunConfig.validate checks it, against the whole
+    form (`form()`: every field's value): a readout delay must stay below the form's T."""
 
-    def __init__(self, name: str, parse: type[int] | type[float]) -> None:
+    def __init__(self, option: Option, form: Callable[[], dict[str, Any]]) -> None:
         super().__init__()
-        self.name = name
-        self.parse = parse
+        self.option = option
+        self.form = form
 
     def validate(self, value: str) -> ValidationResult:
         try:
-            RunConfig(**{self.name: parse_number(self.name, self.parse, value)}).validate()
+            parsed = self.option.parse(value)
+            self.option.validate(parsed, {**self.form(), self.option.name: parsed})
         except ConfigError as e:
-            return self.failure(f"{e.message} — {e.fix}" if e.fix else e.message)
+            return self.failure(reason(e))
         return self.success()
 
 
@@ -83,6 +69,13 @@ def choice(widget_id: str, options: list[tuple[str, str]], value: str) -> Select
         options = [*options, (value, value)]
     return Select(options, value=value, allow_blank=False, compact=True,
                   type_to_search=False, id=widget_id)
+
+
+def first_options(option: Option) -> list[tuple[str, str]]:
+    """The choices known before the catalog: the table's (devices: auto and cpu), after
+    "from checkpoint" where None is a value."""
+    known = FIRST_DEVICES if option.name == "device" else [(v, v) for v in option.choices]
+    return [("from checkpoint", FROM_CHECKPOINT)] * option.optional + known
 
 
 class SetupScreen(Screen[None]):
@@ -105,38 +98,13 @@ class SetupScreen(Screen[None]):
         self._describe_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
-        c = self.initial
-        typed_path = not c.model.startswith("bundled:")
-        default_model = RunConfig().model
         yield Header()
         with Grid(id="fields"):
-            yield Label("model")
-            yield choice("model", [(default_model, default_model)],
-                         default_model if typed_path else c.model)
-            yield Label("or path")
-            yield Input(c.model if typed_path else "", placeholder="a checkpoint .pt",
-                        compact=True, id="model_path")
-            yield Label("data set")
-            yield choice("dataset", [("from checkpoint", FROM_CHECKPOINT)],
-                         c.dataset or FROM_CHECKPOINT)
-            yield Label("data path")
-            yield Input(c.data, compact=True, id="data")
-            yield Label("arch")
-            yield choice("arch", [("from checkpoint", FROM_CHECKPOINT)],
-                         c.arch or FROM_CHECKPOINT)
-            yield Label("device")
-            yield choice("device", [("auto", "auto"), ("cpu", "cpu")], c.device)
-            for name, (label, parse) in NUMBERS.items():
-                yield Label(label)
-                yield Input(str(getattr(c, name)), compact=True, id=name,
-                            validators=[ConfigField(name, parse)])
-            for name, label in CHOICE_LABELS.items():
-                yield Label(label)
-                yield choice(name, [(v, v) for v in CHOICES[name]], getattr(c, name))
-            yield Label("job dir")
-            yield Input(c.job_dir, compact=True, id="job_dir")
+            for option in FORM:
+                yield from self.field(option)
             yield Label("run mode")
-            yield choice("run_mode", self.run_mode_options(c.device), self.initial_run_mode)
+            yield choice("run_mode", self.run_mode_options(self.initial.device),
+                         self.initial_run_mode)
         with Horizontal(id="below"):
             yield ModelInfo(id="model-info")
             with Vertical(id="checks"):
@@ -144,10 +112,33 @@ class SetupScreen(Screen[None]):
                 yield Button("Start ▶", id="start", variant="primary", compact=True)
         yield Footer()
 
+    def field(self, option: Option) -> Iterator[Widget]:
+        """The option's label and widget, holding the initial config's value."""
+        value = getattr(self.initial, option.name)
+        yield Label(option.label)
+        if option.name == "model":
+            yield from self.model_fields()
+        elif option.choices or option.name in FOUND_HERE:
+            yield choice(option.name, first_options(option),
+                         FROM_CHECKPOINT if value is None else value)
+        else:
+            yield Input("" if value is None else str(value), compact=True, id=option.name,
+                        validators=[FormCheck(option, self.values)])
+
+    def model_fields(self) -> Iterator[Widget]:
+        """A bundled model to select, or a path to type (which wins when there is one)."""
+        model = self.initial.model
+        typed_path = not model.startswith("bundled:")
+        default = OPTION["model"].default
+        yield choice("model", [(default, default)], default if typed_path else model)
+        yield Label("or path")
+        yield Input(model if typed_path else "", placeholder="a checkpoint .pt", compact=True,
+                    id="model_path")
+
     def on_mount(self) -> None:
         self.query_one("#model-info", ModelInfo).border_title = "model"
         self.query_one("#checks").border_title = "check"
-        self.show_reasons()
+        self.check_form()
         # After the first paint: importing torch in a thread holds the GIL for seconds.
         self.call_after_refresh(self.load_lazily)
 
@@ -164,19 +155,32 @@ class SetupScreen(Screen[None]):
 
     def config(self) -> RunConfig:
         """The form as a validated RunConfig; raises ConfigError naming the first bad value."""
-        values: dict[str, Any] = {
-            name: parse_number(name, parse, self.query_one(f"#{name}", Input).value)
-            for name, (_, parse) in NUMBERS.items()
-        }
-        values.update({name: self.query_one(f"#{name}", Select).value for name in CHOICE_LABELS})
-        dataset = self.query_one("#dataset", Select).value
-        arch = self.query_one("#arch", Select).value
-        return replace(
-            self.initial, model=self.model(), dataset=dataset or None, arch=arch or None,
-            data=self.query_one("#data", Input).value.strip(),
-            device=str(self.query_one("#device", Select).value),
-            job_dir=self.job_dir(), **values,
-        ).validate()
+        return RunConfig(**self.values(strict=True)).validate()
+
+    def values(self, strict: bool = False) -> dict[str, Any]:
+        """The whole form as option values, over the initial config's (for the options not on
+        the form). A field that does not parse keeps its initial value (its own check says
+        why), or with `strict` raises ConfigError."""
+        values = self.initial.to_dict()
+        for option in FORM:
+            try:
+                values[option.name] = self.value_of(option)
+            except (ConfigError, NoMatches):  # NoMatches: not composed yet
+                if strict:
+                    raise
+        return values
+
+    def value_of(self, option: Option) -> Any:
+        """One field's value, typed as its option's."""
+        if option.name == "model":
+            return self.model()
+        if option.name == "job_dir":
+            return self.job_dir()
+        widget = self.query_one(f"#{option.name}")
+        if isinstance(widget, Input):
+            return option.parse(widget.value)
+        value = self.query_one(f"#{option.name}", Select).value
+        return None if option.optional and value == FROM_CHECKPOINT else value
 
     def job_dir(self) -> str:
         return self.query_one("#job_dir", Input).value.strip() or self.initial.job_dir
@@ -205,15 +209,8 @@ class SetupScreen(Screen[None]):
 
     @on(Input.Changed)
     def _input_changed(self, event: Input.Changed) -> None:
-        name = event.input.id or ""
-        if event.validation_result is not None:
-            failures = event.validation_result.failure_descriptions
-            if failures:
-                self.reasons[name] = failures[0]
-            else:
-                self.reasons.pop(name, None)
-            self.show_reasons()
-        if name == "model_path":
+        self.check_form()
+        if event.input.id == "model_path":
             if self._describe_timer is not None:
                 self._describe_timer.stop()
             self._describe_timer = self.set_timer(DESCRIBE_DELAY_S,
@@ -223,6 +220,10 @@ class SetupScreen(Screen[None]):
     @on(Button.Pressed, "#start")
     async def _start(self) -> None:
         await self.app.run_action("start")
+
+    @on(Select.Changed)
+    def _select_changed(self) -> None:
+        self.check_form()
 
     @on(Select.Changed, "#model")
     def _model_changed(self) -> None:
@@ -236,11 +237,28 @@ class SetupScreen(Screen[None]):
     def _device_changed(self) -> None:
         self.show_run_mode()
 
-    def show_reasons(self) -> None:
+    def check_form(self) -> None:
+        """Every field against the whole form (a new T can make the readout delay wrong); the
+        reasons go beside the form, and Start refuses while there is one."""
+        values = self.values()
+        problems = {option.name: self.problem(option, values) for option in FORM}
+        self.reasons = {name: text for name, text in problems.items() if text}
         box = self.query_one("#problems", Static)
         box.set_class(bool(self.reasons), "-invalid")
         box.update("\n".join(self.reasons.values()) if self.reasons
                    else "all values valid — Enter or s starts")
+
+    def problem(self, option: Option, values: dict[str, Any]) -> str | None:
+        """Why one field's value cannot run, or None; a typed field is marked invalid, too."""
+        widget = self.query_one(f"#{option.name}")
+        if isinstance(widget, Input):
+            result = widget.validate(widget.value)
+            return result.failure_descriptions[0] if result and not result.is_valid else None
+        try:
+            option.validate(self.value_of(option), values)
+        except ConfigError as e:
+            return reason(e)
+        return None
 
     def update_data_path(self) -> None:
         """The data path matters only for data sets read from disk."""
@@ -287,8 +305,7 @@ class SetupScreen(Screen[None]):
         """Swap in the full lists, keeping whatever the user has selected meanwhile."""
         lists = {
             "model": [(m, m) for m in found.models],
-            "dataset": [("from checkpoint", FROM_CHECKPOINT), *((d, d) for d in found.datasets)],
-            "arch": [("from checkpoint", FROM_CHECKPOINT), *((a, a) for a in found.archs)],
+            "arch": [*first_options(OPTION["arch"]), *((a, a) for a in found.archs)],
             "device": found.devices,
         }
         for name, options in lists.items():

@@ -1,0 +1,308 @@
+"""THE table of run options: every option of a run is declared once, here.
+
+`bsnn convert`, `bsnn sweep`, `bsnn train` and `bsnn-tui` build their flags from it, RunConfig
+its fields and its checks, the dashboard its form, a sweep its switches, and the run loop the
+engine's SimOptions (`sim_options_kwargs`). To add a run option: one `Option` in OPTIONS (with
+`engine=True` if SimOptions takes it) and its use in the engine. Free of torch, textual and rich,
+so a config is checked before torch has loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bsnn.errors import ConfigError
+from bsnn.snn.options import ENCODINGS, INITIAL_POTENTIALS, MAX_TIME, PROPAGATIONS, RESETS
+
+GRANULARITIES = ("layer", "channel")  # one threshold per layer, or one per channel
+BINARY_WEIGHTS = ("alpha", "sign")  # binary weights kept as +-alpha, or +-1 with alpha folded
+BACKENDS = ("engine", "bindsnet")  # bindsnet: the reference simulator
+SNN_CALIBRATIONS = ("none", "bias", "potential")  # Li et al. 2021: where the correction goes
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "imagefolder")
+KINDS = {int: "a whole number", float: "a number", str: "text"}
+
+Check = Callable[["Option", Any, Mapping[str, Any]], None]
+Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+@dataclass(frozen=True)
+class Option:
+    """One run option. `check` judges a valid-typed value against the whole config (all values
+    by name) and raises ConfigError naming the problem and, in the fix, the flag."""
+
+    name: str  # the RunConfig field
+    label: str  # on the dashboard's form
+    help: str
+    type: type = str
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    check: Check | None = None
+    optional: bool = False  # None is a value (e.g. "the checkpoint's")
+    shown: str = ""  # the default in words, where the value says too little
+    flag: str = ""  # "": --name-with-dashes
+    metavar: str | None = None
+    form: bool = False  # a field of the dashboard's form (in the table's order)
+    switch: bool = False  # a `bsnn sweep` variant may set it
+    many: bool = False  # `bsnn sweep` takes several values (one run each)
+    engine: bool = False  # a SimOptions field of the same name
+
+    def __post_init__(self) -> None:
+        if not self.flag:
+            object.__setattr__(self, "flag", "--" + self.name.replace("_", "-"))
+
+    @property
+    def annotation(self) -> str:
+        return self.type.__name__ + (" | None" if self.optional else "")
+
+    def parse(self, text: str) -> Any:
+        """Typed text (a form field, a sweep variant) as this option's value; ConfigError when
+        it is not of the option's type or not one of its choices. Empty is None where None is a
+        value."""
+        if self.optional and not text.strip():
+            return None
+        try:
+            value = self.type(text.strip())
+        except ValueError:
+            kind = KINDS[self.type]
+            raise ConfigError(f"{self.name} {text.strip()!r} is not {kind}",
+                              f"{self.flag} takes {kind}") from None
+        self._check_choice(value)
+        return value
+
+    def validate(self, value: Any, values: Mapping[str, Any]) -> None:
+        """The value's type, choice and check; `values`: the whole config, for the checks that
+        depend on other options (the readout delay on T)."""
+        if value is None and self.optional:
+            return
+        if not _is_a(value, self.type):
+            kind = KINDS[self.type]
+            raise ConfigError(f"{self.name} {value!r} is not {kind}", f"pass {kind} to {self.flag}")
+        self._check_choice(value)
+        if self.check is not None:
+            self.check(self, value, values)
+
+    def _check_choice(self, value: Any) -> None:
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{self.name} {value!r} is not known",
+                              f"pass {self.flag} one of: {', '.join(self.choices)}")
+
+    def add_to(self, parser: Parser, default: Any, shown: str, many: bool = False) -> None:
+        """This option as an argparse flag with `default` ("`shown`" in its help)."""
+        kw: dict[str, Any] = {"dest": self.name, "metavar": self.metavar,
+                              "help": f"{self.help} (default: {shown})".replace("%", "%%")}
+        if self.type is not str:
+            kw["type"] = self.type
+        if self.choices:
+            kw["choices"] = self.choices
+        kw |= {"nargs": "+", "default": [default]} if many else {"default": default}
+        parser.add_argument(self.flag, **kw)
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A flag of the original conversion.py that stands for another option's value. With
+    `wins`, it beats that option's own flag; else the option's flag, when given, does."""
+
+    flag: str
+    name: str
+    value: str
+    wins: bool
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    """isinstance, refusing bools and taking whole numbers as numbers."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+def positive(limit: int) -> Check:
+    """At least 1 and at most `limit`: beyond it a value is almost surely a typo (and would
+    exhaust memory or patience)."""
+    def check(o: Option, value: int, values: Mapping[str, Any]) -> None:
+        if value < 1:
+            raise ConfigError(f"{o.name} is {value}; it must be at least 1",
+                              f"pass a positive {o.flag}")
+        if value > limit:
+            raise ConfigError(f"{o.name} {value} is absurdly large (limit {limit:,})",
+                              f"pass a smaller {o.flag}")
+    return check
+
+
+def _percentile(o: Option, value: float, values: Mapping[str, Any]) -> None:
+    if math.isnan(value) or not 0 < value <= 100:
+        raise ConfigError(f"percentile {value} is outside (0, 100]",
+                          f"pass {o.flag} between 0 (exclusive) and 100, e.g. 99.7")
+
+
+def _eval_size(o: Option, value: int, values: Mapping[str, Any]) -> None:
+    if value < 1 and value != -1:
+        raise ConfigError(f"eval_size is {value}",
+                          f"pass a positive {o.flag}, or -1 for the whole set")
+
+
+def _readout_delay(o: Option, value: int, values: Mapping[str, Any]) -> None:
+    t = values.get("time")
+    known = isinstance(t, int) and t >= 1  # an invalid T is reported by its own check
+    if value < 0 or (known and value >= t):
+        raise ConfigError(f"readout delay {value} is outside [0, T)",
+                          f"pass {o.flag} between 0 and {t - 1 if known else 'T - 1'}")
+
+
+def _n_workers(o: Option, value: int, values: Mapping[str, Any]) -> None:
+    if value < -1:
+        raise ConfigError(f"n_workers is {value}", f"pass {o.flag} 0 or more (-1: 4 per GPU)")
+
+
+def _device(o: Option, value: str, values: Mapping[str, Any]) -> None:
+    if value not in ("auto", "cpu", "cuda") and not value.removeprefix("cuda:").isdigit():
+        raise ConfigError(f"device {value!r} is not known",
+                          f"pass {o.flag} auto, cpu, cuda or cuda:N")
+
+
+def _fraction(o: Option, value: float, values: Mapping[str, Any]) -> None:
+    if not 0 < value < 1:
+        raise ConfigError(f"{o.name} {value} is outside (0, 1)", f"pass e.g. {o.flag} 0.1")
+
+
+def _model(o: Option, value: str, values: Mapping[str, Any]) -> None:
+    if not value:
+        raise ConfigError("no model given", f"pass {o.flag} PATH or a bundled name")
+
+
+# -- the table: the form's fields first, in the form's order -----------------------------------
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "model", "checkpoint path or bundled name, e.g. bundled:digits-binary",
+           default="bundled:digits-fp", check=_model, form=True,
+           many=True),
+    Option("dataset", "data set", "data set", choices=DATASETS, optional=True,
+           shown="the checkpoint's; cifar100 for original files", form=True),
+    Option("data", "data path", "data root (an image folder: the folder of class folders)",
+           default="./data/", metavar="DIR", form=True),
+    Option("arch", "arch", "architecture, e.g. vgg15ab, vgg8ab, vgg6ab; convert needs it only "
+           "for checkpoints without metadata", optional=True, shown="the checkpoint's", form=True),
+    Option("device", "device", "auto, cpu, cuda or cuda:N", default="auto", check=_device,
+           shown="auto: CUDA when there is one", form=True),
+    Option("percentile", "percentile", "percentile of each layer's ANN activations that sets "
+           "its threshold", float, 99.7, check=_percentile, form=True, many=True),
+    # 80 steps, the original conversion.py's default, everywhere (the dashboard too)
+    Option("time", "time steps T", "time steps T", int, 80, check=positive(MAX_TIME), metavar="T",
+           form=True, engine=True),
+    Option("batch_size", "batch size", "images per batch", int, 100, check=positive(65_536),
+           form=True),
+    Option("eval_size", "eval size", "images evaluated, -1 all", int, -1, check=_eval_size,
+           flag="--eval_size", form=True),
+    Option("norm", "norm (calib.)", "training images used to calibrate thresholds", int, 128,
+           check=positive(10_000_000), form=True),
+    Option("seed", "seed", "random seed of every draw (data order, image subsets, Poisson "
+           "spikes; in training also init and augmentation)", int, 0, form=True, engine=True),
+    Option("readout_delay", "readout delay", "the output ignores the first K steps", int, 0,
+           check=_readout_delay, metavar="K", form=True, switch=True, engine=True),
+    Option("propagation", "propagation", "same-step, or delayed: one step per layer as "
+           "bindsnet", choices=PROPAGATIONS, default="same-step", form=True, switch=True,
+           engine=True),
+    Option("reset", "reset", "reset by subtraction or to zero", choices=RESETS,
+           default="subtract", form=True, switch=True, engine=True),
+    Option("v0", "v0", "initial potential: 0 or theta/2", choices=INITIAL_POTENTIALS,
+           default="zero", form=True, switch=True, engine=True),
+    Option("encoding", "encoding", "input: the analog image every step, or seeded Poisson "
+           "spikes", choices=ENCODINGS, default="constant", form=True, switch=True, engine=True),
+    Option("threshold_granularity", "thresholds per", "one threshold per layer or per channel",
+           choices=GRANULARITIES, default="layer", form=True, switch=True),
+    Option("snn_calibration", "SNN calib.", "Li et al. 2021: correct each layer's mean error "
+           "through its bias or its initial potential", choices=SNN_CALIBRATIONS,
+           default="none", form=True, switch=True),
+    Option("job_dir", "job dir", "results folder; one run folder per run", default="runs",
+           metavar="DIR", form=True),
+    Option("binary_weights", "binary weights", "binary layers' weights: +-alpha, or +-1 with "
+           "alpha folded into the thresholds", choices=BINARY_WEIGHTS, default="alpha",
+           switch=True),
+    Option("backend", "backend", "simulator: the engine, or bindsnet (the reference)",
+           choices=BACKENDS, default="engine"),
+    Option("snn_calibration_size", "SNN calib. size", "training images for --snn-calibration",
+           int, 256, check=positive(10_000_000)),
+    Option("n_workers", "loader workers", "data loader workers (-1: 4 per GPU)", int, 4,
+           check=_n_workers),
+    Option("results_file", "results file", "CSV line appended to <job-dir>/results/NAME (as "
+           "the original)", default="sim_result.txt"),
+    Option("run_id", "run id", "name of the run folder", optional=True, shown="time-based"),
+    Option("val_split", "val split", "an image folder without val/: the fraction held out for "
+           "evaluation", float, check=_fraction, optional=True, shown="none"),
+    Option("image_size", "image size", "resize an image folder's images to this side length",
+           int, check=positive(10_000), optional=True, shown="the images' own"),
+)
+OPTION: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+SHORTCUTS = (
+    Shortcut("--gpu", "device", "cuda", False, "run on CUDA (same as --device cuda; an "
+             "explicit --device wins)"),
+    Shortcut("--one-step", "propagation", "same-step", True, "same-step propagation, the "
+             "default (the original's flag; it wins over --propagation)"),
+)
+
+# `bsnn train` shares these run options. Its defaults differ where training does: None leaves
+# the preset's value (each flag given overrides one field of the recipe), the data folder is
+# needed only by data sets read from disk, and loader workers follow the device.
+TRAIN_OPTIONS = ("dataset", "data", "val_split", "image_size", "arch", "batch_size", "seed",
+                 "device", "n_workers")
+TRAIN_UNSET: dict[str, str] = {  # name -> train's default (None) in words
+    "dataset": "the preset's", "data": "none; data sets read from disk need it",
+    "arch": "the preset's", "batch_size": "the preset's; the global batch under torchrun",
+    "seed": "the preset's", "n_workers": "0 on CPU, up to 4 a process with CUDA",
+}
+
+
+def add_arguments(parser: Parser, names: Iterable[str] | None = None, *, many: bool = False,
+                  unset: Mapping[str, str] | None = None) -> None:
+    """Flags for the options `names` (all by default) in the table's order, each shortcut after
+    its option. `many`: the options marked so take several values (bsnn sweep). `unset`:
+    options whose default is None here, with what that means (bsnn train)."""
+    chosen = set(OPTION if names is None else names)
+    unset = unset or {}
+    for o in OPTIONS:
+        if o.name not in chosen:
+            continue
+        shortcuts = [s for s in SHORTCUTS if s.name == o.name]
+        default = None if o.name in unset or any(not s.wins for s in shortcuts) else o.default
+        o.add_to(parser, default, unset.get(o.name, o.shown or str(o.default)),
+                 many=many and o.many)
+        for s in shortcuts:
+            parser.add_argument(s.flag, action="store_true", help=s.help)
+
+
+def values_from_args(args: argparse.Namespace, unset: Collection[str] = ()) -> dict[str, Any]:
+    """The run options among parsed flags, shortcuts applied; a flag left out takes the table's
+    default, or stays None for the options in `unset` (bsnn train: the preset's)."""
+    values = {o.name: getattr(args, o.name) for o in OPTIONS if hasattr(args, o.name)}
+    for s in SHORTCUTS:
+        if getattr(args, s.dest, False) and (s.wins or values.get(s.name) is None):
+            values[s.name] = s.value
+    for name, value in values.items():
+        if value is None and name not in unset:
+            values[name] = OPTION[name].default
+    return values
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    """Each option in `values` against all of them, in the table's order: the first bad one
+    raises ConfigError."""
+    for o in OPTIONS:
+        if o.name in values:
+            o.validate(values[o.name], values)
+
+
+def sim_options_kwargs(config: Any) -> dict[str, Any]:
+    """SimOptions' keyword arguments from a RunConfig: the options marked `engine`."""
+    return {o.name: getattr(config, o.name) for o in OPTIONS if o.engine}

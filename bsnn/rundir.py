@@ -1,0 +1,111 @@
+"""Run folders: their ids, creation, the results line, the cancel marker, status and listing.
+
+One home shared by the run loop, detached runs, the CLI and the dashboard. Cancelling is a file:
+`request_cancel(run_dir)` drops a `cancel` marker that the engine checks once per batch, which
+works from any process (even on another host sharing the file system) and needs no pid.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from bsnn.config import RunConfig
+from bsnn.errors import RunStorageError
+from bsnn.events import EVENTS_FILE, Event, read_events
+from bsnn.report import summarize
+
+CANCEL_FILE = "cancel"
+RESULTS_DIR = "results"
+RESULTS_HEADER = "seed,simulation time,batch size,inference time,accuracy\n"
+
+
+def new_run_id() -> str:
+    """Time-based and random: two runs started in the same second still get distinct ids."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def new_run_dir(job_dir: str | os.PathLike[str], run_id: str | None = None) -> Path:
+    """A fresh folder under the job dir; unique even for runs started in the same second."""
+    root = Path(job_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            rid = run_id or new_run_id()
+            try:
+                (root / rid).mkdir()
+                return root / rid
+            except FileExistsError:
+                if run_id:
+                    raise RunStorageError(f"run {run_id} already exists in {root}",
+                                          "pick another --run-id") from None
+    except OSError as e:
+        raise RunStorageError(f"cannot create a run folder in {root}: {e.strerror}",
+                              "choose a writable --job-dir") from None
+    raise RunStorageError(f"could not find a free run id in {root}", "retry")
+
+
+def append_results_line(config: RunConfig, seconds: float, accuracy_pct: float) -> Path:
+    """The original conversion.py's CSV line, header written once."""
+    path = Path(config.job_dir) / RESULTS_DIR / config.results_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = ",".join(map(str, [config.seed, config.time, config.batch_size, seconds,
+                              accuracy_pct])) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # concurrent runs share this file: one header, whole lines
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            f.write(RESULTS_HEADER)
+        f.write(line)
+    return path
+
+
+def request_cancel(run_dir: str | os.PathLike[str]) -> None:
+    """Write the cancel marker atomically; the run stops at its next batch boundary."""
+    path = Path(run_dir) / CANCEL_FILE
+    tmp = path.with_name(f".{CANCEL_FILE}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(f"cancel requested by pid {os.getpid()} at {time.time():.3f}\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RunStorageError(f"cannot write {path}: {e.strerror}",
+                              "check the run folder is writable (or stop the engine with "
+                              "kill -TERM PID)") from None
+
+
+def cancel_requested(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether someone asked this run to stop (a stat per call: cheap enough per batch)."""
+    return (Path(run_dir) / CANCEL_FILE).exists()
+
+
+def run_events(run_dir: str | os.PathLike[str]) -> list[Event]:
+    """The run's events so far; none while its log does not exist yet."""
+    log = Path(run_dir) / EVENTS_FILE
+    return read_events(log) if log.is_file() else []
+
+
+def run_status(run_dir: str | os.PathLike[str]) -> str:
+    """The run's status as `summarize` sees it; RunStorageError if there is no run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / EVENTS_FILE).is_file():
+        raise RunStorageError(f"{run_dir} is not a run folder (it has no {EVENTS_FILE})",
+                              "pass a run folder; `bsnn runs JOB_DIR` lists them")
+    return str(summarize(run_events(run_dir))["status"])
+
+
+def list_runs(job_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Summaries of every run folder under `job_dir`, oldest first."""
+    root = Path(job_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for log in sorted(root.glob(f"*/{EVENTS_FILE}")):
+        summary = summarize(read_events(log))
+        summary["run_dir"] = str(log.parent)
+        summary["run_id"] = summary["run_id"] or log.parent.name
+        out.append(summary)
+    return out
