@@ -1,15 +1,52 @@
-"""`bsnn runs [JOB_DIR]`: the runs of a job dir with their status and accuracy."""
+"""`bsnn runs [JOB_DIR]`: the runs of a job dir with their status and accuracy.
+
+The run id is the value a user copies (for `bsnn cancel`, `bsnn-tui --attach`), so it is never
+cut: on a narrow terminal the other columns fold or go, least useful first.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
+
+# (column, minimum width it needs to stay readable), most useful first after the run id
+COLUMNS = (("status", 11), ("accuracy", 9), ("T", 5), ("model", 12), ("images", 7),
+           ("dataset", 8))
+JSON_FIELDS = ("run_id", "run_dir", "status", "images", "images_total", "time_steps",
+               "final_accuracy", "ann_accuracy", "started_at", "device")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list the runs in a job dir")
-    p.add_argument("job_dir", nargs="?", type=Path, default=Path("runs"))
+    p.add_argument("job_dir", nargs="?", type=Path, default=Path("runs"),
+                   help="the job dir to list (default: runs)")
+    p.add_argument("--json", action="store_true",
+                   help="print the runs as a JSON list, for scripts")
     p.set_defaults(func=main)
+
+
+def _cells(s: dict[str, Any]) -> dict[str, str]:
+    acc = s["final_accuracy"]
+    c = s["config"]
+    return {"run": s["run_id"] or "?", "status": s["status"], "model": str(c.get("model")),
+            "dataset": str(c.get("dataset") or ""), "T": str(c.get("time")),
+            "images": str(s["images"]), "accuracy": "—" if acc is None else f"{100 * acc:.2f} %"}
+
+
+def columns_that_fit(width: int, id_width: int) -> list[str]:
+    """The run id, then the most useful other columns that the width leaves room for (shown
+    in the table's own order)."""
+    room = width - id_width
+    kept = []
+    for name, need in COLUMNS:
+        if room < need + 3:  # the column and its separator
+            break
+        kept.append(name)
+        room -= need + 3
+    order = ("status", "model", "dataset", "T", "images", "accuracy")
+    return ["run", *(name for name in order if name in kept)]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -18,14 +55,22 @@ def main(args: argparse.Namespace) -> int:
 
     from bsnn.rundir import list_runs
 
-    table = Table(show_edge=False)
-    for col in ("run", "status", "model", "dataset", "T", "images", "accuracy"):
-        table.add_column(col)
-    for s in list_runs(args.job_dir):
-        acc = s["final_accuracy"]
-        c = s["config"]
-        table.add_row(s["run_id"] or "?", s["status"], str(c.get("model")),
-                      str(c.get("dataset") or ""), str(c.get("time")), str(s["images"]),
-                      "—" if acc is None else f"{100 * acc:.2f} %")
-    Console().print(table)
+    runs = list_runs(args.job_dir)
+    if args.json:
+        print(json.dumps([{k: s.get(k) for k in JSON_FIELDS} | {"config": s["config"]}
+                          for s in runs], indent=2))
+        return 0
+    console = Console()
+    rows = [_cells(s) for s in runs]
+    id_width = max((len(r["run"]) for r in rows), default=3)
+    names = columns_that_fit(console.width, id_width)
+    table = Table(show_edge=False, pad_edge=False)
+    for name in names:
+        if name == "run":
+            table.add_column(name, no_wrap=True, min_width=id_width)
+        else:
+            table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(row[name] for name in names))
+    console.print(table)
     return 0
