@@ -2,6 +2,10 @@
 
 Always `torch.load(..., weights_only=True)`: a checkpoint is data, and a pickle that tries to run
 code is refused before anything runs.
+
+The original repository's files carry no metadata. Whether such a file is binary is read from its
+weights: the authors saved binary models with sign(W) * alpha in place of the real weights, so
+every layer but the first and the last has one |w| per output channel (`is_binary_state`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from bsnn.models import build_model
 
 FORMAT = "bsnn-checkpoint"
 BUNDLED_PREFIX = "bundled:"
+BINARY_RTOL = 1e-6  # |w| of a binary layer's output channel: equal within this relative spread
 
 
 @dataclass
@@ -41,6 +46,7 @@ class ModelMeta:
     recipe: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    width: float = 1.0  # the width multiplier it was built with (1.0 in older checkpoints)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -170,6 +176,27 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def weight_layers(state: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The conv and linear weights of a state dict, in the model's order."""
+    return [v for k, v in state.items()
+            if k.endswith("weight") and v.is_floating_point() and v.dim() in (2, 4)]
+
+
+def _one_magnitude_per_channel(weight: torch.Tensor) -> bool:
+    magnitude = weight.detach().abs().flatten(1).double()
+    if magnitude.shape[1] < 2:  # one weight per channel: any layer would pass
+        return False
+    high, low = magnitude.max(dim=1).values, magnitude.min(dim=1).values
+    return bool((high - low <= BINARY_RTOL * high).all())
+
+
+def is_binary_state(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a state dict holds a binary model as deployed: every weighted layer but the first
+    and the last has one |w| per output channel (+-alpha), within a relative 1e-6."""
+    middle = weight_layers(state)[1:-1]
+    return bool(middle) and all(_one_magnitude_per_channel(w) for w in middle)
+
+
 def has_meta(raw: dict[str, Any]) -> bool:
     """Whether a read checkpoint is ours (with metadata) rather than the original layout."""
     return raw.get("format") == FORMAT
@@ -208,45 +235,58 @@ def load_model(
     num_classes: int | None = None,
     input_shape: tuple[int, int, int] | None = None,
     binary: bool | None = None,
+    width: float | None = None,
     raw: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, ModelMeta]:
     """Build the model a checkpoint describes and load its weights (eval mode, CPU).
 
     Our checkpoints carry their metadata; the original repository's files do not, so the caller
-    passes arch / dataset / num_classes / input_shape (the CLI's --arch and --dataset).
-    Explicit arguments that contradict the metadata raise. `raw` is the already-read file.
+    passes arch / dataset / num_classes / input_shape (the CLI's --arch and --dataset), and
+    width (default 1: the original's). Whether such a file is binary is read from its weights
+    unless `binary` says. Explicit arguments that contradict the metadata raise. `raw` is the
+    already-read file.
     """
     raw = raw if raw is not None else read_checkpoint(model)
+    state = _strip_prefixes(raw["state_dict"])
     if has_meta(raw):
-        meta = ModelMeta.from_dict(raw["meta"])
-        for name, given, have in (
-            ("arch", arch, meta.arch),
-            ("dataset", dataset, meta.dataset),
-            ("num_classes", num_classes, meta.num_classes),
-        ):
-            if given is not None and given != have:
-                raise CheckpointError(
-                    f"{model} is a {have} model but {name}={given} was asked for",
-                    f"drop the {name} option or pass {name}={have}",
-                )
+        meta = _stored_meta(raw, str(model), arch=arch, dataset=dataset,
+                            num_classes=num_classes, width=width)
     else:
         if arch is None or num_classes is None or input_shape is None:
             raise CheckpointError(
                 f"{model} has no bsnn metadata",
                 "pass --arch and --dataset so the model can be built",
             )
-        meta = ModelMeta(
-            arch=arch,
-            dataset=dataset or "",
-            num_classes=num_classes,
-            input_shape=input_shape,
-            binary=bool(binary),
-            source="original layout",
-        )
-    net = build_model(meta.arch, meta.num_classes, meta.input_shape, binary=meta.binary)
-    load_state(net, _strip_prefixes(raw["state_dict"]), str(model))
+        meta = ModelMeta(arch=arch, dataset=dataset or "", num_classes=num_classes,
+                         input_shape=input_shape,
+                         binary=is_binary_state(state) if binary is None else binary,
+                         source="original layout", width=1.0 if width is None else width)
+    net = build_model(meta.arch, meta.num_classes, meta.input_shape, binary=meta.binary,
+                      width=meta.width)
+    load_state(net, state, str(model))
     net.eval()
     return net, meta
+
+
+def _stored_meta(raw: dict[str, Any], model: str, *, arch: str | None, dataset: str | None,
+                 num_classes: int | None, width: float | None) -> ModelMeta:
+    """A bsnn checkpoint's metadata; CheckpointError where an explicit request contradicts it."""
+    meta = ModelMeta.from_dict(raw["meta"])
+    for name, given, have in (
+        ("arch", arch, meta.arch),
+        ("dataset", dataset, meta.dataset),
+        ("num_classes", num_classes, meta.num_classes),
+    ):
+        if given is not None and given != have:
+            raise CheckpointError(
+                f"{model} is a {have} model but {name}={given} was asked for",
+                f"drop the {name} option or pass {name}={have}",
+            )
+    if width is not None and width != meta.width:
+        raise CheckpointError(
+            f"{model} was built at width {meta.width:g} but width {width:g} was asked for",
+            f"drop the width option or pass width={meta.width:g}")
+    return meta
 
 
 def save_checkpoint(

@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from bsnn.errors import ConfigError, DataError
-from bsnn.options import DATASETS
+from bsnn.options import DATASETS, parse_normalize
 
 SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -35,6 +35,13 @@ DIGITS_MEAN, DIGITS_STD = (0.3054,), (0.3761,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)  # the original repo's
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Each data set's own statistics (also what --normalize NAME means); imagefolder uses ImageNet's.
+STATISTICS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "digits": (DIGITS_MEAN, DIGITS_STD), "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": (CIFAR100_MEAN, CIFAR100_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
+}
+CHANNELS = {"digits": 1, "cifar10": 3, "cifar100": 3, "imagenet": 3, "imagefolder": 3}
 
 DEFAULT_DATA_DIR = Path("data")  # where CIFAR is looked for (and downloaded to) without `data`
 _CACHE_MAX_IMAGES = 100_000  # bigger sets (ImageNet train) are decoded on every access
@@ -47,6 +54,8 @@ _CIFAR_FILES = {
 }
 
 Transform = Callable[[Tensor], Tensor]
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+Normalization = str | tuple[Sequence[float], Sequence[float]] | None
 
 
 @dataclass(frozen=True)
@@ -155,9 +164,34 @@ def _decode(path: str) -> Tensor:
                         "replace or delete the file: it is corrupt or not an image") from e
 
 
+def normalization(name: str, normalize: Normalization = None) -> Stats:
+    """The (mean, std) a data set's images are normalised with: its own statistics, or those
+    `normalize` gives (bsnn.options.parse_normalize's text, or a (mean, std) pair such as a
+    checkpoint records). One value stands for every channel."""
+    if normalize is None:
+        return STATISTICS[name]
+    given = parse_normalize(normalize) if isinstance(normalize, str) else normalize
+    mean, std = STATISTICS[given] if isinstance(given, str) else given
+    channels = CHANNELS[name]
+    if len(mean) not in (1, channels) or len(std) != len(mean):
+        raise ConfigError(f"normalize {_text(normalize)} gives {len(mean)} mean(s) and "
+                          f"{len(std)} std(s); {name} images have {channels} channel(s)",
+                          f"pass --normalize MEAN,STD or one value per channel ({channels})")
+    repeat = channels // len(mean)  # one value for every channel, or one each
+    return tuple(float(v) for v in mean) * repeat, tuple(float(v) for v in std) * repeat
+
+
+def _text(normalize: Normalization) -> str:
+    if isinstance(normalize, str):
+        return repr(normalize)
+    mean, std = normalize  # type: ignore[misc]
+    return f"{list(mean)}/{list(std)}"
+
+
 def load_split(name: str, split: str, data: str | os.PathLike[str] | None = None, *,
                val_split: float | None = None, seed: int = 0, download: bool = False,
                augment: bool = False, image_size: int | None = None,
+               normalize: Normalization = None,
                ) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
     """One split ("train" or "val") of a data set in DATASETS, and its info.
 
@@ -169,7 +203,9 @@ def load_split(name: str, split: str, data: str | os.PathLike[str] | None = None
     `seed`. `augment` applies to the train split only (random crops and flips; digits has none):
     "val" is always deterministic. `image_size` is imagefolder's side (default 32); the others
     have a fixed size. imagefolder is normalised with ImageNet's mean/std: constants keep a model
-    valid when images are added to its folder, and fit natural images.
+    valid when images are added to its folder, and fit natural images. `normalize` replaces a
+    data set's statistics (see `normalization`): the authors' binary CIFAR-100 model was
+    trained with ImageNet's.
     """
     if name not in DATASETS:
         raise ConfigError(f"unknown data set {name!r}", f"use one of: {', '.join(DATASETS)}")
@@ -179,11 +215,13 @@ def load_split(name: str, split: str, data: str | os.PathLike[str] | None = None
         raise ConfigError(f"val_split {val_split} is outside (0, 1)",
                           "pass a fraction such as --val-split 0.1")
     augment = augment and split == "train"
+    stats = normalization(name, normalize)
     if name == "imagefolder":
         size = 32 if image_size is None else image_size
         if size < 1:
             raise ConfigError(f"image size {size} must be positive", "pass e.g. --image-size 32")
-        return _imagefolder(split, _existing_dir(name, data), val_split, seed, augment, size)
+        return _imagefolder(split, _existing_dir(name, data), val_split, seed, augment, size,
+                            stats)
     if val_split is not None:
         raise ConfigError(f"{name} has a fixed validation split; --val-split is for imagefolder",
                           "drop --val-split")
@@ -192,14 +230,14 @@ def load_split(name: str, split: str, data: str | os.PathLike[str] | None = None
         raise ConfigError(f"{name} images are {native}x{native}, not {image_size}x{image_size}",
                           "drop --image-size (it is for imagefolder)")
     if name == "digits":
-        return _digits(split)
+        return _digits(split, stats)
     if name == "imagenet":
-        return _imagenet(split, _existing_dir(name, data), augment)
+        return _imagenet(split, _existing_dir(name, data), augment, stats)
     return _cifar(name, split, DEFAULT_DATA_DIR if data is None else Path(data), download,
-                  augment)
+                  augment, stats)
 
 
-def _digits(split: str) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
+def _digits(split: str, stats: Stats) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
     from sklearn.datasets import load_digits  # sklearn costs ~0.5 s to import: only when used
     from sklearn.model_selection import train_test_split
 
@@ -209,13 +247,12 @@ def _digits(split: str) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
     chosen = train_idx if split == "train" else val_idx
     images = torch.from_numpy(digits.images[chosen] / 16).float().unsqueeze(1)
     labels = [int(y) for y in digits.target[chosen]]
-    info = DatasetInfo("digits", 10, (1, 8, 8), DIGITS_MEAN, DIGITS_STD,
-                       tuple(str(d) for d in range(10)))
-    return _InMemory(images, labels, _Normalize(DIGITS_MEAN, DIGITS_STD)), info
+    info = DatasetInfo("digits", 10, (1, 8, 8), *stats, tuple(str(d) for d in range(10)))
+    return _InMemory(images, labels, _Normalize(*stats)), info
 
 
-def _cifar(name: str, split: str, root: Path, download: bool,
-           augment: bool) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
+def _cifar(name: str, split: str, root: Path, download: bool, augment: bool,
+           stats: Stats) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
     folder_name, files = _CIFAR_FILES[name]
     root = root.expanduser().absolute()
     if root.name == folder_name:  # pointed at cifar-100-python/ itself: take what was meant
@@ -235,12 +272,11 @@ def _cifar(name: str, split: str, root: Path, download: bool,
     except OSError as e:  # download or read failed
         raise DataError(f"could not get {name} into {root}: {e}", fix) from e
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
-    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
     steps: list[Transform] = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if augment \
         else []
-    info = DatasetInfo(name, len(ds.classes), (3, 32, 32), mean, std, tuple(ds.classes))
+    info = DatasetInfo(name, len(ds.classes), (3, 32, 32), *stats, tuple(ds.classes))
     labels = [int(t) for t in ds.targets]
-    return _InMemory(images, labels, _pipeline(steps, mean, std)), info
+    return _InMemory(images, labels, _pipeline(steps, *stats)), info
 
 
 def _existing_dir(name: str, data: str | os.PathLike[str] | None) -> Path:
@@ -302,7 +338,7 @@ def _stratified_part(samples: list[tuple[str, int]], val_split: float, seed: int
 
 
 def _imagefolder(split: str, root: Path, val_split: float | None, seed: int, augment: bool,
-                 size: int) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
+                 size: int, stats: Stats) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
     train_dir, val_dir = root / "train", root / "val"
     if val_dir.is_dir() and not train_dir.is_dir():
         raise DataError(f"{root} has val/ but no train/",
@@ -326,15 +362,13 @@ def _imagefolder(split: str, root: Path, val_split: float | None, seed: int, aug
     prep = _ResizeCrop(size, size)
     steps: list[Transform] = [v2.RandomCrop(size, padding=size // 8),
                               v2.RandomHorizontalFlip()] if augment else []
-    dataset = _ImageFiles(_interleave(samples), prep,
-                          _pipeline(steps, IMAGENET_MEAN, IMAGENET_STD), (3, size, size))
-    info = DatasetInfo("imagefolder", len(classes), (3, size, size), IMAGENET_MEAN, IMAGENET_STD,
-                       tuple(classes))
+    dataset = _ImageFiles(_interleave(samples), prep, _pipeline(steps, *stats), (3, size, size))
+    info = DatasetInfo("imagefolder", len(classes), (3, size, size), *stats, tuple(classes))
     return dataset, info
 
 
-def _imagenet(split: str, root: Path,
-              augment: bool) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
+def _imagenet(split: str, root: Path, augment: bool,
+              stats: Stats) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
     if (root / "meta.bin").is_file() or (root / _IMAGENET_DEVKIT).is_file():
         try:  # torchvision's layout: it unpacks the archives and knows the class names
             ds = torchvision.datasets.ImageNet(str(root), split=split)
@@ -358,10 +392,8 @@ def _imagenet(split: str, root: Path,
     else:
         prep = _ResizeCrop(256, 224)
         shape, steps = (3, 224, 224), []
-    dataset = _ImageFiles(_interleave(samples), prep,
-                          _pipeline(steps, IMAGENET_MEAN, IMAGENET_STD), shape)
-    info = DatasetInfo("imagenet", len(classes), (3, 224, 224), IMAGENET_MEAN, IMAGENET_STD,
-                       tuple(classes))
+    dataset = _ImageFiles(_interleave(samples), prep, _pipeline(steps, *stats), shape)
+    info = DatasetInfo("imagenet", len(classes), (3, 224, 224), *stats, tuple(classes))
     return dataset, info
 
 

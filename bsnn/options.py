@@ -23,6 +23,8 @@ BINARY_WEIGHTS = ("alpha", "sign")  # binary weights kept as +-alpha, or +-1 wit
 BACKENDS = ("engine", "bindsnet")  # bindsnet: the reference simulator
 SNN_CALIBRATIONS = ("none", "bias", "potential")  # Li et al. 2021: where the correction goes
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "imagefolder")
+NORMALIZATIONS = ("digits", "cifar10", "cifar100", "imagenet")  # statistics --normalize names
+MAX_WIDTH = 16.0  # a width multiplier beyond this is a typo (and would not fit in memory)
 KINDS = {int: "a whole number", float: "a number", str: "text"}
 
 Check = Callable[["Option", Any, Mapping[str, Any]], None]
@@ -181,6 +183,39 @@ def _model(o: Option, value: str, values: Mapping[str, Any]) -> None:
         raise ConfigError("no model given", f"pass {o.flag} PATH or a bundled name")
 
 
+def _width(o: Option, value: float, values: Mapping[str, Any]) -> None:
+    if not (math.isfinite(value) and 0 < value <= MAX_WIDTH):
+        raise ConfigError(f"width {value} is outside (0, {MAX_WIDTH:g}]",
+                          f"pass {o.flag} a multiplier such as 0.25 or 1")
+
+
+def parse_normalize(text: str) -> str | tuple[tuple[float, ...], tuple[float, ...]]:
+    """`--normalize`'s value: a data set's name (its statistics), or (means, stds) from
+    `MEAN,STD` (one value for every channel) or `M1,M2,M3/S1,S2,S3` (one per channel). Raises
+    ConfigError naming the accepted forms."""
+    text = text.strip()
+    if text in NORMALIZATIONS:
+        return text
+    fix = (f"pass --normalize one of {', '.join(NORMALIZATIONS)}, MEAN,STD (e.g. 0.5,0.25) or "
+           "M1,M2,M3/S1,S2,S3 (one value per channel)")
+    means_text, _, stds_text = text.partition("/" if "/" in text else ",")
+    try:
+        means = tuple(float(v) for v in means_text.split(","))
+        stds = tuple(float(v) for v in stds_text.split(","))
+    except ValueError:
+        raise ConfigError(f"normalize {text!r} is not a data set's name nor MEAN,STD",
+                          fix) from None
+    if len(means) != len(stds):
+        raise ConfigError(f"normalize {text!r} has {len(means)} means but {len(stds)} stds", fix)
+    if not all(math.isfinite(v) for v in means + stds) or min(stds) <= 0:
+        raise ConfigError(f"normalize {text!r}: every mean must be finite, every std > 0", fix)
+    return means, stds
+
+
+def _normalize(o: Option, value: str, values: Mapping[str, Any]) -> None:
+    parse_normalize(value)
+
+
 # -- the table: the form's fields first, in the form's order -----------------------------------
 
 OPTIONS: tuple[Option, ...] = (
@@ -191,8 +226,13 @@ OPTIONS: tuple[Option, ...] = (
            shown="the checkpoint's; cifar100 for original files", form=True),
     Option("data", "data path", "data root (an image folder: the folder of class folders)",
            default="./data/", metavar="DIR", form=True),
-    Option("arch", "arch", "architecture, e.g. vgg15ab, vgg8ab, vgg6ab; convert needs it only "
-           "for checkpoints without metadata", optional=True, shown="the checkpoint's", form=True),
+    Option("arch", "arch", "architecture: vgg15ab (the paper's), vgg15avg, vgg15max, vgg8ab, "
+           "vgg6ab, ...; convert needs it only for checkpoints without metadata", optional=True,
+           shown="the checkpoint's", form=True),
+    Option("normalize", "normalize", "input statistics: a data set's (digits, cifar10, cifar100, "
+           "imagenet), MEAN,STD for every channel, or M1,M2,M3/S1,S2,S3", optional=True,
+           check=_normalize, metavar="STATS", form=True,
+           shown="the checkpoint's; the data set's own for files without metadata"),
     Option("device", "device", "auto, cpu, cuda or cuda:N", default="auto", check=_device,
            shown="auto: CUDA when there is one", form=True),
     Option("percentile", "percentile", "percentile of each layer's ANN activations that sets "
@@ -210,8 +250,9 @@ OPTIONS: tuple[Option, ...] = (
            "spikes; in training also init and augmentation)", int, 0, form=True, engine=True),
     Option("readout_delay", "readout delay", "the output ignores the first K steps", int, 0,
            check=_readout_delay, metavar="K", form=True, switch=True, engine=True),
-    Option("propagation", "propagation", "same-step, or delayed: one step per layer as "
-           "bindsnet", choices=PROPAGATIONS, default="same-step", form=True, switch=True,
+    Option("propagation", "propagation", "same-step (a spike crosses every layer in its step), "
+           "or delayed: the original's timing, a step per conv, linear and pooling layer",
+           choices=PROPAGATIONS, default="same-step", form=True, switch=True,
            engine=True),
     Option("reset", "reset", "reset by subtraction or to zero", choices=RESETS,
            default="subtract", form=True, switch=True, engine=True),
@@ -242,6 +283,9 @@ OPTIONS: tuple[Option, ...] = (
            "evaluation", float, check=_fraction, optional=True, shown="none"),
     Option("image_size", "image size", "resize an image folder's images to this side length",
            int, check=positive(10_000), optional=True, shown="the images' own"),
+    Option("width", "width", "width multiplier of the conv and hidden layers (convert needs it "
+           "only for checkpoints without metadata)", float, check=_width, optional=True,
+           shown="the checkpoint's; 1 for files without metadata"),
 )
 OPTION: dict[str, Option] = {o.name: o for o in OPTIONS}
 
@@ -255,11 +299,13 @@ SHORTCUTS = (
 # `bsnn train` shares these run options. Its defaults differ where training does: None leaves
 # the preset's value (each flag given overrides one field of the recipe), the data folder is
 # needed only by data sets read from disk, and loader workers follow the device.
-TRAIN_OPTIONS = ("dataset", "data", "val_split", "image_size", "arch", "batch_size", "seed",
-                 "device", "n_workers")
+TRAIN_OPTIONS = ("dataset", "data", "val_split", "image_size", "arch", "width", "normalize",
+                 "batch_size", "seed", "device", "n_workers")
 TRAIN_UNSET: dict[str, str] = {  # name -> train's default (None) in words
     "dataset": "the preset's", "data": "none; data sets read from disk need it",
-    "arch": "the preset's", "batch_size": "the preset's; the global batch under torchrun",
+    "arch": "the preset's", "width": "the preset's: 1, the arch as named",
+    "normalize": "the data set's own statistics",
+    "batch_size": "the preset's; the global batch under torchrun",
     "seed": "the preset's", "n_workers": "0 on CPU, up to 4 a process with CUDA",
 }
 

@@ -131,6 +131,7 @@ def summarize(events: list[Event]) -> dict[str, Any]:
         "best_accuracy": max(acc) if acc else None,
         "first_step_within_1pt": first_step_within(acc, ann_accuracy),
         "layers": layers,
+        "binary_layers": sum(bool(x.get("binary")) for x in layers[:-1]),
         "synops_per_image": (sum(x["synops_per_image"] or 0.0 for x in layers)
                              if batch else None),
         "wall_time_s": elapsed,
@@ -189,6 +190,15 @@ def _group(summary: dict[str, Any]) -> str:
     return f" x {group['world_size']} processes ({group['backend']})" if group else ""
 
 
+def weights_in_words(summary: dict[str, Any]) -> str:
+    """Whether the converted network has binary layers, and how their weights were used."""
+    binary, spiking = summary["binary_layers"], max(0, len(summary["layers"]) - 1)
+    if not binary:
+        return "full-precision weights"
+    mode = summary["config"].get("binary_weights")
+    return f"binary weights in {binary} of {spiking} spiking layers (--binary-weights {mode})"
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """A short human report for a lab notebook."""
     c = summary["config"]
@@ -197,7 +207,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"# bsnn run {summary['run_id']} — {summary['status']}",
         "",
         f"- model: `{c.get('model')}` ({c.get('arch') or 'arch from checkpoint'}), "
-        f"data set `{c.get('dataset')}`",
+        f"data set `{c.get('dataset')}`; {weights_in_words(summary)}",
         f"- percentile {c.get('percentile')}, norm {c.get('norm')}, T = {c.get('time')}, "
         f"propagation {c.get('propagation')}, reset {c.get('reset')}, v0 {c.get('v0')}, "
         f"thresholds per {c.get('threshold_granularity')}",

@@ -23,7 +23,14 @@ import torch
 from bsnn.checkpoint import has_meta, load_model, read_checkpoint, versions
 from bsnn.config import RunConfig
 from bsnn.convert import Conversion, convert
-from bsnn.data import calibration_subset, eval_subset, load_split, make_loader
+from bsnn.data import (
+    CHANNELS,
+    calibration_subset,
+    eval_subset,
+    load_split,
+    make_loader,
+    normalization,
+)
 from bsnn.devices import loader_workers, resolve_device
 from bsnn.distributed import World, backend_for, init_from_env, local_device, shutdown, world
 from bsnn.errors import BsnnError, DataError, DeviceError
@@ -130,20 +137,24 @@ class _Run:
         self.dist_created = init_from_env(self.device)
 
     def _load(self) -> Inputs:
-        """The model and the data set it is judged on, checked against each other."""
+        """The model and the data set it is judged on, checked against each other. The images
+        are normalised as --normalize says, else as the checkpoint's training was."""
         c = self.config
         self.send(Phase(name="load_model", message=f"loading {c.model}"))
         raw = read_checkpoint(c.model)
         ours = has_meta(raw)
         dataset = c.dataset or (raw["meta"]["dataset"] if ours else "cifar100")
-        self.send(Phase(name="load_data", message=f"loading {dataset}"))
-        split_kw = {"val_split": c.val_split, "seed": c.seed, "image_size": c.image_size}
+        mean, std = normalization(dataset, c.normalize or _trained_stats(raw, dataset))
+        self.send(Phase(name="load_data", message=f"loading {dataset} (mean {list(mean)}, "
+                        f"std {list(std)})"))
+        split_kw = {"val_split": c.val_split, "seed": c.seed, "image_size": c.image_size,
+                    "normalize": (mean, std)}
         train_set, info = load_split(dataset, "train", c.data, **split_kw)
         val_set, _ = load_split(dataset, "val", c.data, **split_kw)
         model, meta = load_model(
             c.model, raw=raw, dataset=c.dataset, num_classes=None if ours else info.num_classes,
             arch=c.arch or (None if ours else DEFAULT_ARCH.get(dataset, "vgg15ab")),
-            input_shape=info.input_shape,
+            input_shape=info.input_shape, width=c.width,
         )
         if meta.num_classes != info.num_classes:
             raise DataError(f"the model has {meta.num_classes} classes, {dataset} has "
@@ -225,6 +236,16 @@ class _Run:
         """The `failed` event and the exports; the caller re-raises."""
         self.send(Failed(error=error, message=message, fix=fix, images=self.images))
         self.finish()
+
+
+def _trained_stats(raw: dict[str, Any], dataset: str) -> tuple[list[float], list[float]] | None:
+    """The mean and std a bsnn checkpoint's model was trained with; None (the data set's own)
+    for files without metadata, or stats that do not fit the data set's channels (the shape
+    check then says what is wrong)."""
+    meta = raw.get("meta") if has_meta(raw) else None
+    mean, std = (meta.get("mean"), meta.get("std")) if meta else (None, None)
+    fits = bool(mean and std) and len(mean) == len(std) and len(mean) in (1, CHANNELS[dataset])
+    return (list(mean), list(std)) if fits else None
 
 
 def _completed(state: _Run) -> None:

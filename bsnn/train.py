@@ -10,6 +10,13 @@ schedule`): "divide by 10 at 81" means epochs 0..80 use the base rate and epoch 
 The learning rate and weight decay are pure functions of the epoch, so a resumed run only needs
 the epoch number to be on the same schedule.
 
+Binary models train their full-precision shadow weights in one of two ways (`Recipe.binarize`):
+`ste`, plain straight-through training, or `xnor`, the behaviour of the authors' BinOp
+(bsnn.models.binary.XnorBinOp): the shadow weights are mean-centred and clamped before every
+forward pass and their gradient is scaled as theirs; `make_optimizer` exempts them from weight
+decay, as the authors' x1e9 gradient did. `Recipe.init` starts any model from a checkpoint's
+weights, e.g. a binary model from its full-precision twin, as the authors fine-tuned theirs.
+
 Under torchrun (`torchrun --nproc-per-node N -m bsnn train ...`) the model is wrapped in
 DistributedDataParallel: the recipe's batch size stays the global one (each rank takes batch/N
 images of a DistributedSampler's share), validation is sharded and its counts summed, so the
@@ -30,17 +37,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bsnn import distributed
-from bsnn.checkpoint import ModelMeta, load_state, read_checkpoint, save_checkpoint
+from bsnn.checkpoint import ModelMeta, load_model, load_state, read_checkpoint, save_checkpoint
 from bsnn.devices import loader_workers, resolve_device
 from bsnn.errors import CheckpointError, ConfigError
 from bsnn.models import DEFAULT_ARCH, build_model
+from bsnn.models.binary import BINARIZE_MODES, XnorBinOp, binary_layers
+from bsnn.options import OPTION
 
 OPTIMIZERS = ("sgd", "adam")
 
 # Fields a resumed run must share with the run it continues; the rest (epochs, rates, batch
 # size) may change, e.g. `--resume --epochs 60` to train further.
 FIXED_ON_RESUME = ("dataset", "arch", "binary", "image_size", "val_split", "seed", "optimizer",
-                   "dropout")
+                   "dropout", "binarize", "init", "width", "normalize")
+
+# The authors multiplied the binary layers' gradients by 1e9 before Adam's step. Adam's step is
+# the same for any gradient scale except through its eps and its L2 weight decay (added to the
+# gradient), which the 1e9 made negligible for those weights. bsnn keeps gradients at their
+# size and gives those weights no weight decay and eps / 1e9 instead: the same steps.
+THEIR_GRADIENT_SCALE = 1e9
+ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,10 @@ class Recipe:
     seed: int = 0
     val_split: float | None = None
     image_size: int | None = None
+    binarize: str = "ste"  # binary layers: "ste" or "xnor" (the authors' BinOp); see above
+    init: str | None = None  # start from this checkpoint's weights (a path or bundled:NAME)
+    width: float = 1.0  # conv and hidden widths scaled by this (1: the arch as named)
+    normalize: str | None = None  # input statistics (bsnn.options): None = the data set's
 
     @property
     def model_arch(self) -> str:
@@ -104,7 +124,20 @@ class Recipe:
         if self.image_size is not None and self.image_size < 1:
             raise ConfigError(f"image size {self.image_size} must be positive",
                               "pass e.g. --image-size 224")
+        self._validate_binary_training()
+        for name in ("width", "normalize"):  # the run options' own checks
+            OPTION[name].validate(getattr(self, name), {})
         return self
+
+    def _validate_binary_training(self) -> None:
+        if self.binarize not in BINARIZE_MODES:
+            raise ConfigError(f"binarize {self.binarize!r} is not known",
+                              f"pass --binarize one of: {', '.join(BINARIZE_MODES)}")
+        if self.binary and self.binarize == "xnor" and self.optimizer != "adam":
+            raise ConfigError(
+                "--binarize xnor reproduces the authors' Adam training; with SGD their gradient "
+                "scale (x n (1 - 1/C_in) per layer) would make the binary layers' steps "
+                "thousands of times too large", "pass --optimizer adam, or --binarize ste")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -129,19 +162,20 @@ PRESETS: dict[str, Recipe] = {
                           optimizer="sgd", momentum=0.9),
     "cifar100-binary": Recipe(dataset="cifar100", arch="vgg15ab", binary=True, batch_size=256,
                               epochs=200, lr=5e-4, lr_step=30, lr_gamma=0.5, weight_decay=5e-4,
-                              weight_decay_until=30, optimizer="adam"),
+                              weight_decay_until=30, optimizer="adam", binarize="xnor"),
     "imagenet-fp": Recipe(dataset="imagenet", arch="vgg15ab", batch_size=128, epochs=100, lr=1e-2,
                           lr_step=30, lr_gamma=0.1, weight_decay=1e-4, optimizer="sgd",
                           momentum=0.9),
     "imagenet-binary": Recipe(dataset="imagenet", arch="vgg15ab", binary=True, batch_size=128,
                               epochs=100, lr=5e-4, lr_step=30, lr_gamma=0.5, weight_decay=5e-4,
-                              weight_decay_until=30, optimizer="adam", betas=(0.0, 0.999)),
+                              weight_decay_until=30, optimizer="adam", betas=(0.0, 0.999),
+                              binarize="xnor"),
     # CPU-sized recipes: the bundled digits models and a CIFAR-10 (or cifar10-2k) check.
     "digits-fp": Recipe(dataset="digits", arch="vgg6ab", batch_size=32, epochs=30, lr=5e-2,
                         lr_milestones=(20, 26), weight_decay=1e-4, optimizer="sgd"),
     "digits-binary": Recipe(dataset="digits", arch="vgg6ab", binary=True, batch_size=32,
                             epochs=40, lr=2e-3, lr_step=15, lr_gamma=0.5, weight_decay=5e-5,
-                            weight_decay_until=20, optimizer="adam"),
+                            weight_decay_until=20, optimizer="adam", binarize="xnor"),
     # About 65 s an epoch on 2 CPU cores for cifar10-2k (18,000 images): 7 + 7 epochs fit in 15
     # minutes. Adam for both: without batch norm, SGD starts too slowly for so few epochs
     # (cifar10-2k, 5,000 images, 4 epochs: 23 % with SGD 5e-2, 37 % with Adam 1e-3).
@@ -150,7 +184,8 @@ PRESETS: dict[str, Recipe] = {
                          optimizer="adam"),
     "cifar10-binary": Recipe(dataset="cifar10", arch="vgg8ab", binary=True, batch_size=64,
                              epochs=7, lr=2e-3, lr_milestones=(4, 6), lr_gamma=0.3,
-                             weight_decay=5e-5, weight_decay_until=4, optimizer="adam"),
+                             weight_decay=5e-5, weight_decay_until=4, optimizer="adam",
+                             binarize="xnor"),
 }
 
 
@@ -259,13 +294,39 @@ def _count_correct(model: nn.Module, loader: DataLoader,
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD with momentum or Adam; binary layers hand their full-precision shadow weights here."""
-    params = model.parameters()
+    """SGD with momentum or Adam; binary layers hand their full-precision shadow weights here.
+
+    With `binarize="xnor"` those weights form a second group without weight decay (its `decay`
+    is False: the schedule leaves it at 0) and with Adam's eps / 1e9: the steps the authors'
+    x1e9 gradients gave (see THEIR_GRADIENT_SCALE)."""
+    groups = _param_groups(model, recipe)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, betas=recipe.betas,
+        return torch.optim.Adam(groups, lr=recipe.lr, betas=recipe.betas, eps=ADAM_EPS,
                                 weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
                            weight_decay=recipe.weight_decay)
+
+
+def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
+    xnor = recipe.binary and recipe.binarize == "xnor"
+    shadow = {id(layer.weight) for layer in binary_layers(model)} if xnor else set()
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if id(p) not in shadow], "decay": True}]
+    if shadow:
+        groups.append({"params": [p for p in model.parameters() if id(p) in shadow],
+                       "decay": False, "weight_decay": 0.0,
+                       "eps": ADAM_EPS / THEIR_GRADIENT_SCALE})
+    return groups
+
+
+def apply_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, epoch: int) -> float:
+    """Set the epoch's learning rate and weight decay in every group (weight decay stays 0 in
+    a group whose `decay` is False: xnor's shadow weights); return the rate."""
+    lr = recipe.lr_at(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        group["weight_decay"] = recipe.weight_decay_at(epoch) if group.get("decay", True) else 0.0
+    return lr
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -281,20 +342,32 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     report: Callable[[int, int, float, float], None],
+    binop: XnorBinOp | None = None,
 ) -> tuple[float, int, int]:
-    """One pass over `loader`: (loss sum, correct, images), this rank's share."""
+    """One pass over `loader`: (loss sum, correct, images), this rank's share.
+
+    With `binop` (xnor training) the authors' order: the shadow weights are centred and clamped
+    before every forward pass (once here, then after each step, so they hold when the epoch's
+    validation and checkpoint see them, as the authors' test() re-applied it) and their
+    gradients scaled between the backward pass and the optimiser's step."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     loss_sum = 0.0
     correct = seen = 0
     batches = len(loader)
+    if binop is not None:
+        binop.constrain()
     for i, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = model(x)
         loss = loss_fn(out, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if binop is not None:
+            binop.scale_gradients()
         optimizer.step()
+        if binop is not None:
+            binop.constrain()
         n = y.numel()
         loss_sum += loss.item() * n
         correct += int((out.argmax(1) == y).sum())
@@ -359,30 +432,38 @@ class _Training:
     val_set: Any
     val_loader: DataLoader
     n_workers: int
+    binop: XnorBinOp | None = None
     start_epoch: int = 0
     best_acc: float = -1.0
     best_epoch: int = -1
 
 
 def _setup(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *,
-           data: str | None, n_workers: int | None, download: bool) -> _Training:
-    """Data, model, optimiser and the metadata its checkpoints carry."""
+           data: str | None, n_workers: int | None, download: bool, resume: bool) -> _Training:
+    """Data, model, optimiser and the metadata its checkpoints carry. The model starts from
+    `recipe.init` unless resuming (the last state's weights replace it, so the file that
+    started the run need not be there any more)."""
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import Subset
 
     from bsnn import data as datasets  # torchvision is heavy: load it only when training
 
-    split = {"val_split": recipe.val_split, "image_size": recipe.image_size, "download": download}
+    split = {"val_split": recipe.val_split, "image_size": recipe.image_size, "download": download,
+             "normalize": recipe.normalize}
     train_set, info = datasets.load_split(recipe.dataset, "train", data, augment=True, **split)
     val_set, _ = datasets.load_split(recipe.dataset, "val", data, **split)
     n_workers = loader_workers(n_workers, recipe.dataset, dev, w.size)
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model_arch, info.num_classes, tuple(info.input_shape),
-                        binary=recipe.binary, dropout=recipe.dropout).to(dev)
+    shape = info.input_shape
+    model = build_model(recipe.model_arch, info.num_classes, shape, binary=recipe.binary,
+                        dropout=recipe.dropout, width=recipe.width)
+    if recipe.init is not None and not resume:
+        _load_init(model, recipe, info.num_classes, shape)
+    model = model.to(dev)
     meta = ModelMeta(arch=recipe.model_arch, dataset=recipe.dataset,
-                     num_classes=info.num_classes, input_shape=tuple(info.input_shape),
+                     num_classes=info.num_classes, input_shape=shape,
                      binary=recipe.binary, mean=tuple(info.mean), std=tuple(info.std),
-                     recipe=recipe.to_dict())
+                     recipe=recipe.to_dict(), width=recipe.width)
     net: nn.Module = model
     val_part = val_set
     if w.distributed:  # same initial weights everywhere (seeded above, and DDP broadcasts)
@@ -390,8 +471,24 @@ def _setup(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *
         val_part = Subset(val_set, range(w.rank, len(val_set), w.size))  # no padding: exact
     val_loader = datasets.make_loader(val_part, recipe.batch_size, n_workers=n_workers,
                                       pin_memory=dev.type == "cuda")
+    binop = XnorBinOp(model) if recipe.binary and recipe.binarize == "xnor" else None
     return _Training(recipe, out, w, dev, model, net, make_optimizer(model, recipe), meta,
-                     train_set, val_set, val_loader, n_workers)
+                     train_set, val_set, val_loader, n_workers, binop)
+
+
+def _load_init(model: nn.Module, recipe: Recipe, num_classes: int,
+               input_shape: tuple[int, int, int]) -> None:
+    """`init`: the checkpoint's weights as the starting point (a binary model's shadow weights
+    from a full-precision one's). It must be a model of this arch, width and class count."""
+    try:
+        source, _ = load_model(recipe.init, arch=recipe.model_arch, num_classes=num_classes,
+                               input_shape=input_shape, width=recipe.width)
+        load_state(model, source.state_dict(), f"--init {recipe.init}")
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"--init {recipe.init} cannot start this training: {e.message}",
+            f"pass --init a checkpoint of {recipe.model_arch} (width {recipe.width:g}) with "
+            f"{num_classes} classes, or set --arch / --width / --dataset to match it") from None
 
 
 def _resume(t: _Training) -> None:
@@ -435,9 +532,7 @@ def _run_epoch(t: _Training, epoch: int, notify: Progress) -> EpochResult:
     """Train one epoch, validate, keep the best model and the resumable state."""
     t0 = time.perf_counter()
     recipe = t.recipe
-    lr = recipe.lr_at(epoch)
-    for group in t.optimizer.param_groups:
-        group["lr"], group["weight_decay"] = lr, recipe.weight_decay_at(epoch)
+    lr = apply_schedule(t.optimizer, recipe, epoch)
     seed = _epoch_seed(recipe.seed, epoch, t.w.rank)
     torch.manual_seed(seed)
 
@@ -445,7 +540,7 @@ def _run_epoch(t: _Training, epoch: int, notify: Progress) -> EpochResult:
         notify(BatchProgress(epoch, recipe.epochs, batch, batches, loss, acc))
 
     loss_sum, correct, seen = _train_epoch(t.net, _epoch_loader(t, epoch, seed), t.optimizer,
-                                           t.dev, report)
+                                           t.dev, report, t.binop)
     val_correct, val_total = _count_correct(t.model, t.val_loader, t.dev)
     # whole-set figures: every rank sees the same numbers and takes the same decisions
     sums = distributed.all_reduce_counts(torch.tensor(
@@ -482,7 +577,8 @@ def _train(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *
            notify: Progress) -> TrainResult:
     """`train` once the process group (if any) is joined."""
     started = time.perf_counter()
-    t = _setup(recipe, out, w, dev, data=data, n_workers=n_workers, download=download)
+    t = _setup(recipe, out, w, dev, data=data, n_workers=n_workers, download=download,
+               resume=resume)
     if resume:
         _resume(t)
     notify(TrainStart(recipe, t.start_epoch, len(t.train_set), len(t.val_set), str(dev), w.size))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ORIGINAL_LAYOUT = "original layout"  # describe_model's `source` for files without metadata
 # Folders that never hold a user's checkpoint but can be huge.
 SKIP_DIRS = {".git", "__pycache__", "node_modules", ".venv", "venv", "site-packages", "data"}
 
@@ -68,9 +69,12 @@ def discover(root: Path) -> Catalog:
 
 
 def describe_model(model: str) -> dict[str, Any]:
-    """The checkpoint's metadata (arch, dataset, binary, ann_accuracy...), or {} for a file
-    in the original repository's layout, which carries none. Raises CheckpointError."""
-    from bsnn.checkpoint import has_meta, read_checkpoint
+    """The checkpoint's metadata (arch, dataset, binary, width, ann_accuracy...); for a file in
+    the original repository's layout, which carries none, what its weights tell: `source`
+    "original layout" and whether it is binary. Raises CheckpointError."""
+    from bsnn.checkpoint import has_meta, is_binary_state, read_checkpoint
 
     raw = read_checkpoint(model)
-    return dict(raw["meta"]) if has_meta(raw) else {}
+    if has_meta(raw):
+        return dict(raw["meta"])
+    return {"source": ORIGINAL_LAYOUT, "binary": is_binary_state(raw["state_dict"])}

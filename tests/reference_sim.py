@@ -8,11 +8,13 @@ the input spikes of step t.
 
 Semantics:
 - IF neuron: v += current; s = (v >= threshold); reset by subtraction (v -= s * threshold)
-  or to zero; v starts at 0 or threshold / 2.
+  or to zero; v starts at 0 or threshold / 2, plus the layer's `v_init` if it has one.
 - Layer current = layer.ops(incoming * source.spike_amplitude, if any) + layer.bias.
 - same-step: at step t the layers update in order and a spike reaches the next layer in step t.
-- delayed: every connection (input -> first layer, layer -> layer, last layer -> output)
-  delivers what its source produced one step earlier; at step 0 each layer gets ops(0) + bias.
+- delayed: the original's BindsNET network has one layer per conv, linear and pooling op, each
+  one step late, so a spiking layer whose ops hold n of them (`layer.delay`) receives at step t
+  what its source (the input, the previous layer) emitted at step t - n, and nothing before
+  step 0: it then gets ops(0) + bias. Same for the output.
 - The output layer does not spike: its current is summed; the prediction at step t is the argmax
   of the sum up to t.
 - Counters per spiking layer and step: spikes (over the batch), synops = sum over neurons of
@@ -79,38 +81,36 @@ def simulate(
     assert v0 in ("zero", "half") and encoding in ("constant", "poisson")
     layers, output, batch = net.layers[:-1], net.layers[-1], x.shape[0]
     potentials = [torch.zeros((batch, *layer.shape), dtype=torch.float32)
-                  + (layer.threshold / 2 if v0 == "half" else 0) for layer in layers]
-    # what each source emitted at the previous step (delayed propagation); nothing before step 0
-    previous_input = torch.zeros_like(x)
-    previous_spikes = [torch.zeros((batch, *layer.shape)) for layer in layers]
+                  + (layer.threshold / 2 if v0 == "half" else 0)
+                  + (0 if layer.v_init is None else layer.v_init) for layer in layers]
+    # emitted[j][t]: what source j (0: the input, i + 1: spiking layer i) sent out at step t
+    emitted: list[list[torch.Tensor]] = [[] for _ in net.layers]
     output_sum = torch.zeros((batch, *output.shape))
 
     correct = torch.zeros(time, dtype=torch.long)
     spikes = torch.zeros(len(layers), time, dtype=torch.float64)
     synops = torch.zeros(len(layers), time, dtype=torch.float64)
 
+    def arriving(j: int, t: int) -> torch.Tensor:
+        """What net.layers[j] receives at step t from its source (emitted[j])."""
+        lag = net.layers[j].delay if propagation == "delayed" else 0
+        if t - lag < 0:
+            return torch.zeros_like(emitted[j][t])
+        return emitted[j][t - lag]
+
     for t in range(time):
         if encoding == "constant":
-            this_input = x
+            emitted[0].append(x)
         else:
-            this_input = poisson_step(x, net.input_scale, seed, batch_index, t)
-        this_spikes: list[torch.Tensor] = []
+            emitted[0].append(poisson_step(x, net.input_scale, seed, batch_index, t))
         for i, layer in enumerate(layers):
-            if i == 0:
-                incoming = previous_input if propagation == "delayed" else this_input
-            else:
-                source_spikes = (previous_spikes[i - 1] if propagation == "delayed"
-                                 else this_spikes[i - 1])
-                incoming = _carried(layers[i - 1], source_spikes)
+            incoming = arriving(i, t)
             potentials[i], s = _if_step(layer, potentials[i], _current(layer, incoming), reset)
-            this_spikes.append(s)
+            emitted[i + 1].append(_carried(layer, s))
             spikes[i, t] = float(s.sum())
             fan_out = layer.fan_out.double()
             synops[i, t] = float((s.reshape(batch, -1).double() * fan_out).sum())
-        last = previous_spikes[-1] if propagation == "delayed" else this_spikes[-1]
-        output_sum = output_sum + _current(output, _carried(layers[-1], last))
+        output_sum = output_sum + _current(output, arriving(len(layers), t))
         predicted = output_sum.reshape(batch, -1).argmax(dim=1)
         correct[t] = int((predicted == labels).sum())
-        previous_input = this_input
-        previous_spikes = this_spikes
     return ReferenceCounts(correct, spikes, synops)

@@ -89,6 +89,15 @@ def vgg8() -> Case:
                  granularity="channel")
 
 
+@pytest.fixture(scope="module", params=["vgg15avg", "vgg15max"])
+def ablation(request: pytest.FixtureRequest) -> Case:
+    """The pooling ablation's VGG-15s, narrow: ReLU then avg-pool (a layer that starts with the
+    pooling: delay 2), max-pool of the conv's currents before the ReLU (conv + max: delay 2)."""
+    torch.manual_seed(9)
+    model = build_model(request.param, 10, (3, 32, 32), width=1 / 8)
+    return _case(model, (3, 32, 32), 4, seed=10)
+
+
 def _assert_same(case: Case, options: SimOptions, batch_index: int = 0) -> None:
     net, x, labels = case
     want = Engine(net, dataclasses.replace(options, time_chunk=1)).run_batch(x, labels,
@@ -136,7 +145,16 @@ def test_biases(biased: Case, propagation: str, encoding: str) -> None:
 
 @pytest.mark.parametrize("propagation", ["same-step", "delayed"])
 def test_vgg8_conv_avgpool_matches_engine(vgg8: Case, propagation: str) -> None:
-    _assert_same(vgg8, SimOptions(time=16, propagation=propagation))
+    """Delayed, the readout first hears from the network at step 11 (three conv + pool layers
+    of two steps each), so T is well above that."""
+    _assert_same(vgg8, SimOptions(time=24, propagation=propagation))
+
+
+@pytest.mark.parametrize("propagation", ["same-step", "delayed"])
+def test_pooling_ablation_matches_engine(ablation: Case, propagation: str) -> None:
+    """Delayed: the pass-through layers give the original's timing, as the engine's delays do."""
+    assert any(layer.delay == 2 for layer in ablation[0].layers)
+    _assert_same(ablation, SimOptions(time=40, propagation=propagation))
 
 
 def test_batches_are_independent_and_input_untouched(vgg6: Case) -> None:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from bsnn.checkpoint import ModelMeta, load_model, read_checkpoint, save_checkpoint
+from bsnn.checkpoint import (
+    ModelMeta,
+    is_binary_state,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
 from bsnn.errors import CheckpointError
 from bsnn.models import build_model
+from bsnn.models.binary import binary_layers
 
 CIFAR100 = {"arch": "vgg15ab", "dataset": "cifar100", "num_classes": 100,
             "input_shape": (3, 32, 32)}
@@ -185,3 +193,93 @@ def test_non_model_payload_is_refused(tmp_path: Path) -> None:
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="not a model's state dict"):
         read_checkpoint(tmp_path / "list.pt")
+
+
+def _deployed_binary_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A binary model saved as the authors saved theirs: sign(W) * alpha in place of the shadow
+    weights, in the original layout."""
+    state = model.state_dict()
+    for name, layer in model.named_modules():
+        if layer in binary_layers(model):
+            state[f"{name}.weight"] = layer.binary_weight()
+    return _original_state_of(state)
+
+
+def _original_state_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.replace("features.", "features.module.", 1): v.clone() for k, v in state.items()}
+
+
+def test_original_binary_checkpoint_is_detected_and_loads_as_binary(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    binary = build_model("vgg15ab", 100, (3, 32, 32), binary=True)
+    path = tmp_path / "binarized_vgg15.pth.tar"
+    torch.save({"best_acc": 64.8, "state_dict": _deployed_binary_state(binary)}, path)
+    loaded, meta = load_model(path, **CIFAR100)
+    assert meta.binary and meta.source == "original layout"
+    assert len(binary_layers(loaded)) == 13  # 12 of the 13 convs, and the hidden linear
+    for mine, theirs in zip(binary_layers(loaded), binary_layers(binary), strict=True):
+        # alpha re-measured from +-alpha: equal but for the rounding of a mean
+        assert torch.allclose(mine.binary_weight(), theirs.binary_weight(), rtol=1e-6, atol=0)
+    assert not load_model(path, **CIFAR100, binary=False)[1].binary  # an explicit answer wins
+
+
+def test_binary_detection_tolerates_a_relative_1e6_and_no_more() -> None:
+    torch.manual_seed(3)
+    state = _deployed_binary_state(build_model("vgg6ab", 10, (1, 8, 8), binary=True))
+    assert is_binary_state(state)
+    key = "features.module.3.weight"  # the second conv: binary
+    for spread, binary in ((5e-7, True), (5e-6, False)):
+        bent = dict(state)
+        bent[key] = state[key].double().clone()
+        bent[key][0, 0, 0, 0] *= 1 + spread
+        assert is_binary_state(bent) is binary, spread
+    full = _original_state_of(build_model("vgg6ab", 10, (1, 8, 8)).state_dict())
+    assert not is_binary_state(full)
+    # the first and the last layer are full precision (above); every other one must be binary
+    assert not is_binary_state({**state, "classifier.1.weight": full["classifier.1.weight"]})
+
+
+def test_sign_mode_folds_alpha_on_a_detected_binary_checkpoint(tmp_path: Path) -> None:
+    """Before detection such a file loaded as full precision and `sign` did nothing."""
+    from bsnn.cli import main
+
+    torch.manual_seed(4)
+    path = tmp_path / "orig-binary.pth"
+    torch.save({"state_dict": _deployed_binary_state(
+        build_model("vgg6ab", 10, (1, 8, 8), binary=True))}, path)
+    summaries = {}
+    for mode in ("alpha", "sign"):
+        job = tmp_path / mode
+        assert main(["convert", "--model", str(path), "--dataset", "digits", "--arch", "vgg6ab",
+                     "--binary-weights", mode, "--time", "8", "--eval_size", "64", "--norm",
+                     "32", "--job-dir", str(job), "--device", "cpu"]) == 0
+        (summary,) = job.glob("*/summary.json")
+        summaries[mode] = json.loads(summary.read_text())
+    layers = summaries["sign"]["layers"]
+    assert [layer["binary"] for layer in layers] == [False, True, True, True, True, False]
+    thresholds = [layer["threshold"] for layer in layers]
+    assert thresholds != [layer["threshold"] for layer in summaries["alpha"]["layers"]]
+    assert summaries["sign"]["accuracy_per_step"] == pytest.approx(
+        summaries["alpha"]["accuracy_per_step"], abs=1 / 64 + 1e-9)
+
+
+def test_width_is_stored_and_rebuilds_the_model(tmp_path: Path) -> None:
+    net = build_model("vgg6ab", 10, (1, 8, 8), width=0.5)
+    meta = ModelMeta(arch="vgg6ab", dataset="digits", num_classes=10, input_shape=(1, 8, 8),
+                     width=0.5)
+    save_checkpoint(tmp_path / "half.pt", net, meta)
+    loaded, meta2 = load_model(tmp_path / "half.pt")
+    assert meta2.width == 0.5 and _same_weights(net, loaded)
+    with pytest.raises(CheckpointError, match=r"width 0\.5 but width 1 was asked for") as err:
+        load_model(tmp_path / "half.pt", width=1.0)
+    assert "width=0.5" in err.value.fix
+    # checkpoints written before width existed are width 1
+    raw = read_checkpoint(tmp_path / "half.pt")
+    del raw["meta"]["width"]
+    assert ModelMeta.from_dict(raw["meta"]).width == 1.0
+    # files without metadata load at the width asked for (default 1)
+    torch.save({"state_dict": _original_state_of(net.state_dict())}, tmp_path / "orig.pth")
+    shape = {"arch": "vgg6ab", "num_classes": 10, "input_shape": (1, 8, 8)}
+    assert load_model(tmp_path / "orig.pth", **shape, width=0.5)[1].width == 0.5
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_model(tmp_path / "orig.pth", **shape)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import bsnn
@@ -20,6 +21,7 @@ from bsnn.errors import ConfigError, ConversionError
 from bsnn.models import BinaryConv2d, BinaryLinear, build_model
 from bsnn.models.binary import weight_alpha, weight_signs
 from bsnn.snn.engine import Engine
+from bsnn.snn.network import SpikingNetwork
 from bsnn.snn.options import SimOptions
 
 Batches = Callable[[torch.Tensor, int], Callable[[], list[torch.Tensor]]]
@@ -171,6 +173,24 @@ def test_maxpool_is_refused_with_its_path() -> None:
     err = _refused(model)
     assert "features.2" in err.message and "MaxPool2d" in err.message
     assert "AvgPool2d" in err.fix
+
+
+@pytest.mark.parametrize(("modules", "path", "says"), [
+    ([nn.MaxPool2d(2), nn.Conv2d(2, 4, 3, padding=1), nn.ReLU()], "0", "max-pool of spikes"),
+    ([nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU()], "2",
+     "follows a MaxPool2d"),
+    ([nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.Conv2d(4, 4, 1),
+      nn.ReLU()], "2", "after a MaxPool2d"),
+    ([nn.Conv2d(2, 4, 3, padding=1), nn.AvgPool2d(1), nn.MaxPool2d(2), nn.ReLU()], "2",
+     "max-pool of spikes"),
+], ids=["at-the-start", "batchnorm-after", "conv-after", "not-right-after-a-conv"])
+def test_maxpool_converts_only_right_after_a_conv(modules: list[nn.Module], path: str,
+                                                  says: str) -> None:
+    """The max of a conv's currents is what the original converts (before the ReLU); a max-pool
+    anywhere else would need another conversion, and BN after it does not fold through it."""
+    err = _refused(nn.Sequential(*modules, nn.Flatten(), nn.Linear(16, 3)))
+    assert f"{path} (" in err.message or err.message.startswith(f"{path}:"), err.message
+    assert says in err.message, err.message
 
 
 @pytest.mark.parametrize("act", [nn.GELU(), nn.Sigmoid(), _MyActivation()],
@@ -485,6 +505,100 @@ def test_sign_mode_refuses_weights_that_are_not_binary(batches_from: Batches) ->
     convert(model, batches_from(x, 4), 99.7, binary_weights="alpha")
     with pytest.raises(ConversionError, match="conv1_2"):
         convert(model, batches_from(x, 4), 99.7, binary_weights="sign")
+
+
+def _binary_output_chain() -> nn.Module:
+    """Linear -> ReLU -> binary Linear as the output, its classes' alphas far apart, so
+    dividing each class's current by its own alpha would reorder them."""
+    torch.manual_seed(12)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 24), nn.ReLU(),
+                          BinaryLinear(24, 4, bias=False))
+    with torch.no_grad():
+        model[3].weight.mul_(torch.tensor([0.25, 1.0, 4.0, 16.0])[:, None])
+    return model.eval()
+
+
+def _predictions(net: SpikingNetwork, x: torch.Tensor, classes: int, time: int) -> torch.Tensor:
+    """(time, images): the class each image is predicted at each step, read off the engine's
+    correct counts with one image and one label at a time."""
+    out = torch.empty(time, len(x), dtype=torch.long)
+    for i in range(len(x)):
+        for c in range(classes):
+            counts = Engine(net, SimOptions(time)).run_batch(x[i:i + 1], torch.tensor([c]))
+            out[counts.correct.bool(), i] = c
+    return out
+
+
+def test_sign_mode_with_a_binary_output_layer_reads_out_like_alpha_mode(
+        batches_from: Batches) -> None:
+    """The output does not spike, so it has no threshold to take alpha: it keeps +-alpha and
+    ranks the classes at every step exactly as alpha mode does (the same arithmetic)."""
+    model = _binary_output_chain()
+    x = torch.rand(12, 1, 4, 4, generator=torch.Generator().manual_seed(13))
+    alpha_net = convert(model, batches_from(x, 12), 99.7).network
+    sign_net = convert(model, batches_from(x, 12), 99.7, binary_weights="sign").network
+    assert sign_net.output.binary
+    assert torch.equal(_weighted(sign_net.output.ops).weight,
+                       _weighted(alpha_net.output.ops).weight)
+    want = _predictions(alpha_net, x, 4, 16)
+    assert len(set(want[-1].tolist())) > 1, "the readout must not be constant"
+    assert torch.equal(_predictions(sign_net, x, 4, 16), want)
+    with torch.no_grad():  # dividing by alpha would change them: the case can tell
+        scaled = copy.deepcopy(sign_net)
+        w = _weighted(scaled.output.ops).weight
+        w.copy_(torch.sign(w))
+    assert not torch.equal(_predictions(scaled, x, 4, 16), want)
+
+
+# --------------------------------------------------------------------------------------------
+# the pooling ablation's VGG-15s
+
+
+VGG15_NAMES = [f"conv{b}_{i}" for b, n in enumerate((2, 2, 3, 3, 3), 1)
+               for i in range(1, n + 1)] + ["fc1", "fc2"]
+POOLED = {1, 3, 6, 9, 12}  # the last conv of each block
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_vgg15avg_pools_spikes_into_the_next_layer(batches_from: Batches, binary: bool) -> None:
+    """ReLU then avg-pool: the pooling of a block's output is the start of the next layer's
+    ops (linear on spikes), and lambda is, as always, the percentile of each ReLU's output."""
+    torch.manual_seed(11)
+    model = build_model("vgg15avg", 10, (3, 32, 32), binary=binary, width=1 / 8).eval()
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    net = convert(model, batches_from(x, 4), 99.7).network
+    assert [layer.name for layer in net.layers] == VGG15_NAMES
+    starts = [type(layer.ops[0]).__name__ for layer in net.layers]
+    assert starts == ["AvgPool2d" if i - 1 in POOLED else "Conv2d" if i < 13 else "Linear"
+                      for i in range(15)]
+    assert [layer.delay for layer in net.layers] == [2 if i - 1 in POOLED else 1
+                                                     for i in range(15)]
+    for layer, act in zip(net.spiking, _relu_outputs(model, x), strict=True):
+        torch.testing.assert_close(layer.lam, _np_percentile(act, 99.7), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_vgg15max_takes_the_max_of_each_steps_currents(batches_from: Batches,
+                                                      binary: bool) -> None:
+    """Max-pool before the ReLU, as the original converts it: within the layer, after its conv
+    (the current of a step is the max over each window of the conv's currents of that step)."""
+    torch.manual_seed(12)
+    model = build_model("vgg15max", 10, (3, 32, 32), binary=binary, width=1 / 8).eval()
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    net = convert(model, batches_from(x, 4), 99.7, binary_weights="sign" if binary else "alpha")
+    layers = net.network.layers
+    assert [layer.name for layer in layers] == VGG15_NAMES
+    for i, layer in enumerate(layers[:13]):
+        kinds = [type(op).__name__ for op in layer.ops]
+        assert kinds == (["Conv2d", "MaxPool2d"] if i in POOLED else ["Conv2d"]), layer.name
+        assert layer.delay == (2 if i in POOLED else 1)
+    for layer, act in zip(net.network.spiking, _relu_outputs(model, x), strict=True):
+        torch.testing.assert_close(layer.lam, _np_percentile(act, 99.7), rtol=1e-6, atol=0)
+    spikes = (torch.rand(3, *layers[0].shape, generator=torch.Generator().manual_seed(5))
+              < 0.3).float()
+    w = _weighted(layers[1].ops).weight
+    assert torch.equal(layers[1].current(spikes),
+                       F.max_pool2d(F.conv2d(spikes, w, padding=1), 2))
 
 
 # --------------------------------------------------------------------------------------------

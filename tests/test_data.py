@@ -122,6 +122,36 @@ def test_cifar_reads_official_pickles(cifar_root: Path, name: str, folder: str, 
     assert torch.equal(val[3][0], x)
 
 
+@pytest.mark.parametrize(("normalize", "mean", "std"), [
+    ("imagenet", IMAGENET_MEAN, IMAGENET_STD),  # the authors' binary CIFAR-100 model's
+    ("0.5,0.25", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+    ("0.1,0.2,0.3/0.4,0.5,0.6", (0.1, 0.2, 0.3), (0.4, 0.5, 0.6)),
+    (((0.1,), (0.2,)), (0.1, 0.1, 0.1), (0.2, 0.2, 0.2)),  # as a checkpoint records it
+])
+def test_normalize_overrides_the_data_sets_statistics(
+        cifar_root: Path, normalize: str | tuple[tuple[float, ...], tuple[float, ...]],
+        mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    for split, file in (("train", "train"), ("val", "test")):  # bsnn train's split too
+        with (cifar_root / "cifar-100-python" / file).open("rb") as f:
+            raw = pickle.load(f, encoding="bytes")
+        data, info = load_split("cifar100", split, cifar_root, normalize=normalize)
+        assert info.mean == pytest.approx(mean) and info.std == pytest.approx(std)
+        expected = _normalised(raw[b"data"][3].reshape(3, 32, 32), mean, std)
+        assert torch.allclose(data[3][0], expected, atol=1e-6)
+
+
+def test_normalize_must_fit_the_channels() -> None:
+    val, info = load_split("digits", "val", normalize="0.5,0.25")
+    assert (info.mean, info.std) == ((0.5,), (0.25,))
+    raw, _ = load_split("digits", "val", normalize="0,1")  # no normalisation: pixels / 16
+    assert torch.allclose(val[0][0], (raw[0][0] - 0.5) / 0.25, atol=1e-6)
+    with pytest.raises(ConfigError, match="digits images have 1 channel") as err:
+        load_split("digits", "val", normalize="imagenet")
+    assert "--normalize" in err.value.fix
+    with pytest.raises(ConfigError, match="MEAN,STD"):
+        load_split("digits", "val", normalize="bright")
+
+
 def test_cifar_accepts_the_inner_folder(cifar_root: Path) -> None:
     val, info = load_split("cifar100", "val", cifar_root / "cifar-100-python")
     assert len(val) == 8 and info.num_classes == 100

@@ -89,11 +89,24 @@ def _batchnorm_chain(binary: bool) -> nn.Module:
     )
 
 
+def _max_pool_chain(binary: bool) -> nn.Module:
+    """conv -> BN -> max-pool(ceil) -> ReLU (the max of each step's currents, bias after it),
+    conv -> max-pool -> ReLU, then the classifier: the pooling ablation's VGG_15_max in small."""
+    mid = BinaryConv2d if binary else nn.Conv2d
+    return nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.MaxPool2d(2, ceil_mode=True),
+        nn.ReLU(),  # 5x5 -> 3x3
+        mid(6, 8, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(), nn.Dropout(),  # 3x3 -> 1x1
+        nn.Flatten(), nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 4),
+    )
+
+
 NETS: dict[str, tuple[Callable[[bool], nn.Module], tuple[int, int, int]]] = {
     "vgg6ab": (lambda binary: build_model("vgg6ab", 10, (1, 8, 8), binary=binary), (1, 8, 8)),
     "linear": (_linear_chain, (1, 4, 4)),
     "conv-pool": (_conv_pool_chain, (2, 5, 5)),
     "batchnorm": (_batchnorm_chain, (1, 6, 6)),
+    "max-pool": (_max_pool_chain, (2, 5, 5)),
 }
 VARIANTS = {"fp": (False, "alpha"), "binary-alpha": (True, "alpha"), "binary-sign": (True, "sign")}
 
@@ -212,6 +225,82 @@ def test_poisson_input_depends_on_seed_and_batch() -> None:
     assert not torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
     assert torch.equal(runs[0], runs[3])
+
+
+# --------------------------------------------------------------------------------------------
+# delayed propagation keeps the original's timing
+
+
+def _original_first_steps(model: nn.Module) -> list[int]:
+    """The first step at which each spiking layer, then the readout, can receive anything in the
+    original without --one-step, from its topology's rules (SNN-Conversion,
+    bindsnet/conversion/conversion.py, `ann_to_snn`): walking features then classifier, every
+    Conv2d, Linear, AvgPool2d and MaxPool2d adds one BindsNET layer (a conv followed by a
+    pooling adds a pass-through layer, anything else IF neurons); ReLU and Dropout add none.
+    Its `Network.run` feeds each layer its source's state of the step before, and the input
+    layer holds the image from step 0, so the n-th layer added first gets the image's effect
+    at step n. bsnn's spiking layers are the layers before each ReLU; the readout the last."""
+    added, steps = 0, []
+    for module in [*model.features, *model.classifier]:
+        if isinstance(module, nn.Conv2d | nn.Linear | nn.AvgPool2d | nn.MaxPool2d):
+            added += 1
+        elif isinstance(module, nn.ReLU):
+            steps.append(added)
+    return [*steps, added]
+
+
+def test_original_first_steps_as_counted_by_hand() -> None:
+    """The rule above on the two nets read by hand: vgg6ab (the bundled digits models): conv
+    (1), conv + pass-through + pool (3), conv (4), conv + pass-through + pool (6), fc (7), readout
+    (8); vgg15ab the same per block, 13 convs, fc, readout."""
+    assert _original_first_steps(build_model("vgg6ab", 10, (1, 8, 8))) == [1, 3, 4, 6, 7, 8]
+    vgg15 = _original_first_steps(build_model("vgg15ab", 10, (3, 32, 32), width=1 / 16))
+    assert vgg15 == [1, 3, 4, 6, 7, 8, 10, 11, 12, 14, 15, 16, 18, 19, 20]
+
+
+def _eager_network(model: nn.Module, shape: tuple[int, int, int]) -> SpikingNetwork:
+    """`model` with positive weights, converted, then thresholds so low that a neuron spikes at
+    the first step it receives anything: each layer spikes as early as the timing allows. The
+    readout's only nonzero row is the last class's, so the prediction turns from class 0 to the
+    last class at the first step the readout receives anything."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.weight.abs_()
+        model.classifier[-1].weight[:-1] = 0
+    ones = torch.ones(2, *shape)
+    net = convert(model.eval(), lambda: [ones]).network
+    eager = [dataclasses.replace(layer, threshold=torch.tensor(1e-6)) for layer in net.spiking]
+    return dataclasses.replace(net, layers=[*eager, net.output])
+
+
+def _first_steps(net: SpikingNetwork, shape: tuple[int, int, int], propagation: str,
+                 chunk: int) -> list[int]:
+    """The first step of each layer's first spike, then of the readout's turn to the last class."""
+    classes = net.output.shape[0]
+    opt = SimOptions(T + 12, propagation, time_chunk=chunk)
+    counts = Engine(net, opt).run_batch(torch.ones(2, *shape), torch.tensor([classes - 1] * 2))
+    firsts = [int(row.nonzero()[0]) for row in counts.spikes]
+    return [*firsts, int(counts.correct.nonzero()[0])]
+
+
+@pytest.mark.parametrize(("arch", "shape"), [
+    ("vgg6ab", (1, 8, 8)), ("vgg8ab", (3, 32, 32)), ("vgg15ab", (3, 32, 32)),
+    ("vgg15avg", (3, 32, 32)), ("vgg15max", (3, 32, 32)),
+])
+def test_delayed_first_spikes_are_the_originals(arch: str, shape: tuple[int, int, int]) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, 10, shape, width=1 / 8 if arch.startswith("vgg15") else 1)
+    want = _original_first_steps(model)
+    net = _eager_network(model, shape)
+    assert [layer.delay for layer in net.layers] == [b - a for a, b in
+                                                     itertools.pairwise([0, *want])]
+    for chunk in (1, 4):
+        assert _first_steps(net, shape, "delayed", chunk) == want, chunk
+        assert _first_steps(net, shape, "same-step", chunk) == [0] * len(want), chunk
+    ref = simulate(net, torch.ones(2, *shape), torch.zeros(2, dtype=torch.long), T + 12,
+                   "delayed")
+    assert [int(row.nonzero()[0]) for row in ref.spikes] == want[:-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,6 +480,37 @@ def test_per_channel_threshold_and_half_potential() -> None:
     assert counts.spikes[0].tolist() == expected
 
 
+def test_max_pool_takes_the_max_of_each_steps_currents() -> None:
+    """Two neurons that fire on alternate steps (current 1/2, one starting at 1/2) feed a conv
+    + max-pool over both: the pooled current is 1 at every step (the max of that step's
+    currents, as the original's MaxPool2dConnection on its pass-through layer), so the pooled
+    neuron (threshold 1) fires every step, not at the max of the two rates (every other step)."""
+    def unit_conv() -> nn.Conv2d:
+        conv = nn.Conv2d(1, 1, 1, bias=False)
+        conv.weight.data.fill_(1.0)
+        return conv
+
+    pair = SpikingLayer(name="pair", kind="conv", ops=nn.Sequential(unit_conv()), bias=None,
+                        threshold=torch.tensor(1.0), lam=torch.tensor(1.0), shape=(1, 1, 2),
+                        fan_out=torch.ones(2), v_init=torch.tensor([[[0.5, 0.0]]]))
+    pooled = SpikingLayer(name="pooled", kind="conv",
+                          ops=nn.Sequential(unit_conv(), nn.MaxPool2d((1, 2))), bias=None,
+                          threshold=torch.tensor(1.0), lam=torch.tensor(1.0), shape=(1, 1, 1),
+                          fan_out=torch.ones(1), delay=2)
+    net = dataclasses.replace(_one_neuron_net(), input_shape=(1, 1, 2))
+    readout = dataclasses.replace(net.output, ops=nn.Sequential(nn.Flatten(), net.output.ops[0]))
+    net = dataclasses.replace(net, layers=[pair, pooled, readout])
+    x = torch.full((1, 1, 1, 2), 0.5)
+    counts = Engine(net, SimOptions(T)).run_batch(x, torch.tensor([0]))
+    assert counts.spikes[0].tolist() == [1.0] * T  # one of the pair each step
+    assert counts.spikes[1].tolist() == [1.0] * T
+    for propagation in ("same-step", "delayed"):
+        ref = simulate(net, x, torch.tensor([0]), T, propagation)
+        got = Engine(net, SimOptions(T, propagation, time_chunk=5)).run_batch(x,
+                                                                             torch.tensor([0]))
+        _assert_same(got, ref, propagation)
+
+
 # --------------------------------------------------------------------------------------------
 # work done once, counters, devices
 
@@ -458,7 +578,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 @pytest.mark.parametrize(("net_name", "variant", "granularity"),
                          [("linear", "binary-sign", "channel"), ("vgg6ab", "binary-alpha",
                                                                  "layer"),
-                          ("batchnorm", "fp", "channel")])
+                          ("batchnorm", "fp", "channel"), ("max-pool", "binary-sign", "layer")])
 @pytest.mark.parametrize("encoding", ["constant", "poisson"])
 def test_cuda_gives_cpu_counts(net_name: str, variant: str, granularity: str,
                                encoding: str) -> None:

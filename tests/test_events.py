@@ -171,3 +171,22 @@ def test_cancel_marker_and_status(tmp_path: Path) -> None:
     assert run_status(run_dir) == "cancelled"
     runs: list[dict[str, Any]] = list_runs(tmp_path)
     assert [(r["run_id"], r["status"]) for r in runs] == [("r1", "cancelled")]
+
+
+def test_summary_says_whether_the_weights_are_binary() -> None:
+    from bsnn.report import summary_markdown, weights_in_words
+
+    def summary(binary: list[bool]) -> dict[str, Any]:
+        layers = [{"name": f"l{i}", "neurons": 4, "binary": b} for i, b in enumerate(binary)]
+        started = Started(run_id="r", run_dir="/r", config={"binary_weights": "sign"},
+                          device="cpu")
+        return summarize([started, Thresholds(layers=layers, percentile=99.7,
+                                              granularity="layer")])
+
+    fp = summary([False, False, False])
+    assert fp["binary_layers"] == 0 and weights_in_words(fp) == "full-precision weights"
+    binary = summary([False, True, True, True])  # the output layer (last) never counts
+    assert binary["binary_layers"] == 2
+    assert weights_in_words(binary) == ("binary weights in 2 of 3 spiking layers "
+                                        "(--binary-weights sign)")
+    assert "binary weights in 2 of 3" in summary_markdown(binary)

@@ -7,13 +7,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bsnn.errors import ConfigError
 from bsnn.models import ARCHS, DEFAULT_ARCH, BinaryConv2d, BinaryLinear, build_model
 from bsnn.models.binary import binarize
 
+Layout = list[tuple[str, object]]
 
-def _original_features() -> list[tuple[str, object]]:
-    """The original vgg.py's `features`, module by module: conv (in, out), pool ceil_mode."""
-    layers: list[tuple[str, object]] = []
+
+def _original_features(pool: str = "AvgPool2d", relu_first: bool = False) -> Layout:
+    """The original's `features`, module by module: conv (in, out), pool ceil_mode.
+
+    The paper's vgg.py (`vgg_15_avg_before_relu`) and, in the first author's XNOR-Net-PyTorch
+    fork (CIFAR_100/models/vgg.py), `VGG_15_max` (MaxPool2d instead, same places) and
+    `VGG_15_avg` (ReLU then AvgPool2d at each block's end, no dropout between them).
+    """
+    layers: Layout = []
     channels = 3
     blocks = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
     for b, block in enumerate(blocks):
@@ -22,7 +30,8 @@ def _original_features() -> list[tuple[str, object]]:
             channels = out
             if i < len(block) - 1:
                 layers += [("ReLU", None), ("Dropout", 0.1)]
-        layers += [("AvgPool2d", b >= 2), ("ReLU", None)]
+        end = [(pool, b >= 2), ("ReLU", None)]
+        layers += end[::-1] if relu_first else end
     return layers
 
 
@@ -30,9 +39,10 @@ def _describe(module: nn.Module) -> tuple[str, object]:
     if isinstance(module, nn.Conv2d):
         assert module.kernel_size == (3, 3) and module.padding == (1, 1) and module.bias is None
         return "Conv2d", (module.in_channels, module.out_channels)
-    if isinstance(module, nn.AvgPool2d):
-        assert module.kernel_size == 2 and module.stride == 2
-        return "AvgPool2d", module.ceil_mode
+    if isinstance(module, nn.AvgPool2d | nn.MaxPool2d):
+        assert module.kernel_size in (2, (2, 2)) and module.stride in (2, (2, 2))
+        assert module.padding in (0, (0, 0))
+        return type(module).__name__, module.ceil_mode
     if isinstance(module, nn.Dropout):
         return "Dropout", module.p
     return type(module).__name__, None
@@ -52,6 +62,31 @@ def test_vgg15ab_state_dict_keys_are_the_originals(cifar_vgg15: nn.Module) -> No
     expected = [f"features.{i}.weight" for i in conv_indices]
     expected += ["classifier.1.weight", "classifier.4.weight"]
     assert list(cifar_vgg15.state_dict()) == expected
+
+
+ABLATION = {"vgg15avg": ("AvgPool2d", True), "vgg15max": ("MaxPool2d", False)}
+
+
+@pytest.mark.parametrize("arch", sorted(ABLATION))
+@pytest.mark.parametrize("binary", [False, True])
+def test_ablation_vggs_match_the_forks_module_by_module(arch: str, binary: bool) -> None:
+    net = build_model(arch, 100, (3, 32, 32), binary=binary)
+    assert [_describe(m) for m in net.features] == _original_features(*ABLATION[arch])
+    classifier = [type(m).__name__ for m in net.classifier]
+    assert classifier == ["Dropout", "BinaryLinear" if binary else "Linear", "ReLU", "Dropout",
+                          "Linear"]
+    # the original's checkpoints load: the same keys and shapes as the paper's VGG-15
+    want = build_model("vgg15ab", 100, (3, 32, 32)).state_dict()
+    got = net.state_dict()
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
+    with torch.no_grad():
+        assert net.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_ablation_vggs_on_imagenet_shapes() -> None:
+    for arch in ABLATION:
+        net = build_model(arch, 1000, (3, 224, 224))
+        assert net.state_dict()["classifier.1.weight"].shape == (4096, 512 * 7 * 7), arch
 
 
 def test_avg_pool_comes_before_relu_in_every_block(cifar_vgg15: nn.Module) -> None:
@@ -183,3 +218,44 @@ def test_binary_weight_is_the_weight_the_forward_uses() -> None:
         plain = (F.conv2d(x, deployed, None, 1, 1) if isinstance(layer, nn.Conv2d)
                  else F.linear(x, deployed))
         assert torch.equal(layer(x), plain)
+
+
+def _widths(net: nn.Module) -> list[tuple[int, int]]:
+    layers = [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    return [(m.weight.shape[1], m.weight.shape[0]) for m in layers]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_width_scales_conv_and_hidden_widths_but_not_input_or_classes(binary: bool) -> None:
+    net = build_model("vgg15ab", 100, (3, 32, 32), binary=binary, width=0.25)
+    convs = [16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 128]
+    ins = [3, *convs[:-1]]
+    assert _widths(net) == [*zip(ins, convs, strict=True), (128, 1024), (1024, 100)]
+    assert [type(m) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)] == [
+        type(m) for m in build_model("vgg15ab", 100, (3, 32, 32), binary=binary).modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    with torch.no_grad():
+        assert net.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_width_rounds_and_keeps_at_least_one_channel() -> None:
+    assert _widths(build_model("vgg6ab", 10, (1, 8, 8), width=0.3)) == [
+        (1, 10), (10, 10), (10, 19), (19, 19), (19 * 2 * 2, 38), (38, 10)
+    ]
+    assert _widths(build_model("vgg6ab", 10, (1, 8, 8), width=0.001))[0] == (1, 1)
+
+
+def test_width_one_builds_todays_model_exactly() -> None:
+    torch.manual_seed(5)
+    a = build_model("vgg6ab", 10, (1, 8, 8), binary=True)
+    torch.manual_seed(5)
+    b = build_model("vgg6ab", 10, (1, 8, 8), binary=True, width=1.0)
+    assert list(a.state_dict()) == list(b.state_dict())
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert _widths(a)[:2] == [(1, 32), (32, 32)]
+
+
+def test_width_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="width"):
+        build_model("vgg6ab", 10, (1, 8, 8), width=0)

@@ -21,6 +21,7 @@ from bsnn.options import (
     TRAIN_OPTIONS,
     TRAIN_UNSET,
     check_values,
+    parse_normalize,
     sim_options_kwargs,
 )
 from bsnn.snn.options import SimOptions
@@ -152,6 +153,9 @@ BAD: list[tuple[str, Any, str]] = [
     ("device", "cuda:x", "not known"), ("val_split", 1.0, "outside (0, 1)"),
     ("image_size", 0, "at least 1"), ("model", "", "no model"),
     ("snn_calibration_size", 0, "at least 1"), ("readout_delay", 80, "outside [0, T)"),
+    ("width", 0.0, "outside (0, 16]"), ("width", float("inf"), "outside"),
+    ("normalize", "0.5", "not a data set's name nor MEAN,STD"),
+    ("normalize", "0.5,0", "every std > 0"), ("normalize", "1,2/3", "2 means but 1 stds"),
 ]
 
 
@@ -180,3 +184,25 @@ def test_parse_types_and_checks_choices() -> None:
         OPTION["percentile"].parse("abc")
     with pytest.raises(ConfigError, match="--v0 one of: zero, half"):
         OPTION["v0"].parse("quarter")
+
+
+def test_width_and_normalize_reach_every_run_command() -> None:
+    argv = ["--width", "0.25", "--normalize", "imagenet"]
+    for command in ("bsnn convert", "bsnn-tui"):
+        c = RunConfig.from_args(PARSERS[command].parse_args(argv))
+        assert (c.width, c.normalize) == (0.25, "imagenet"), command
+    sweep = PARSERS["bsnn sweep"].parse_args(argv)
+    assert (sweep.width, sweep.normalize) == (0.25, "imagenet")
+    train = PARSERS["bsnn train"].parse_args(argv)
+    assert (train.width, train.normalize) == (0.25, "imagenet")
+    assert RunConfig().width is None and RunConfig().normalize is None  # the checkpoint's
+    assert OPTION["normalize"].form and not OPTION["width"].form
+
+
+def test_normalize_syntax() -> None:
+    assert parse_normalize(" imagenet ") == "imagenet"
+    assert parse_normalize("0.5,0.25") == ((0.5,), (0.25,))
+    assert parse_normalize("0.4,0.5,0.6/1,2,3") == ((0.4, 0.5, 0.6), (1.0, 2.0, 3.0))
+    with pytest.raises(ConfigError) as err:
+        parse_normalize("cifar")
+    assert "cifar10, cifar100, imagenet" in err.value.fix and "M1,M2,M3/S1,S2,S3" in err.value.fix

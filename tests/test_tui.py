@@ -135,6 +135,35 @@ async def test_the_form_shows_the_flags_and_reads_back_the_same_config(tmp_path:
         assert setup.config() == given
 
 
+@pytest.mark.asyncio
+async def test_normalize_is_on_the_form_and_an_original_binary_file_says_so(
+        tmp_path: Path) -> None:
+    from bsnn.models import build_model
+    from bsnn.models.binary import binary_layers
+
+    net = build_model("vgg6ab", 10, (1, 8, 8), binary=True)
+    state = net.state_dict()  # saved as the authors saved binary nets: sign(W) * alpha
+    for name, layer in net.named_modules():
+        if layer in binary_layers(net):
+            state[f"{name}.weight"] = layer.binary_weight()
+    torch.save({"state_dict": state}, tmp_path / "orig.pth")
+    app = BsnnApp(tiny(tmp_path, model=str(tmp_path / "orig.pth"), normalize="imagenet"))
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        field = app.setup.query_one("#normalize", Input)
+        assert field.value == "imagenet" and field.placeholder == "from checkpoint"
+        info = app.setup.query_one("#model-info", Static)
+        await wait_for(pilot, lambda: "original layout" in str(info.render()), timeout=60,
+                       what="the model panel")
+        assert "binary weights (read from the weights)" in str(info.render())
+        field.value = "0.5"
+        await pilot.pause()
+        assert "MEAN,STD" in problems(app)
+        field.value = ""
+        await pilot.pause()
+        assert app.setup.config().normalize is None
+
+
 # -- the form refuses what cannot run ------------------------------------------------------------
 
 

@@ -3,13 +3,16 @@
 One bindsnet `Network` per SpikingNetwork, named by the converted layers' names: an `Input` layer
 that carries the analog image (or the Poisson spikes) every step, one `IFNeurons` layer per spiking
 layer, a non-spiking `Readout` that sums the output layer's current, and between consecutive layers
-a `LayerConnection` whose `compute(s)` is the layer's own `current(s * amplitude)` — conv, avg-pool,
-flatten, linear and bias all go through it, so no layer can be skipped.
+a `LayerConnection` whose `compute(s)` is the layer's own `current(s * amplitude)` — conv, pooling,
+flatten, linear and bias all go through it, so no layer can be skipped. A layer whose `delay` is
+n > 1 (its ops held n convs, linears and poolings, each a layer of the original's BindsNET
+network) is reached through n - 1 `PassThrough` layers, as in the original.
 
 The simulation is bindsnet's own `Network.run` in both modes (layers are added in network order):
 - `delayed`: `run(one_step=False)`, bindsnet's default. Each step first computes every layer's
   input from all sources' spikes of the previous step, then updates the layers; so every
-  connection, input -> first layer and last spiking layer -> readout included, is one step late.
+  connection, input -> first layer, pass-throughs and last spiking layer -> readout included,
+  is one step late.
 - `same-step`: `run(one_step=True)`. Layers update in the order they were added, each computing its
   input from its source's spikes of this very step.
 Counting: a `StepCounters` monitor, which `run` calls after every step, adds up spikes, synaptic
@@ -63,9 +66,15 @@ class BindsnetBackend:
         self.net, self.opt = net, options
         network = bindsnet_network.Network(dt=1.0, learning=False)
         network.add_layer(bindsnet_network.nodes.Input(shape=list(net.input_shape)), name=INPUT)
-        source, amplitude = INPUT, None
+        source, shape, amplitude = INPUT, net.input_shape, None
         neurons = []
         for layer in net.layers:
+            for hop in range(1, layer.delay):
+                name = f"{layer.name}_pass{hop}"
+                network.add_layer(parts.PassThrough(shape=list(shape)), name=name)
+                network.add_connection(parts.IdentityConnection(
+                    network.layers[source], network.layers[name]), source=source, target=name)
+                source = name
             nodes = (parts.Readout(layer) if layer.is_output
                      else parts.IFNeurons(layer, options.reset, options.v0))
             network.add_layer(nodes, name=layer.name)
@@ -74,7 +83,7 @@ class BindsnetBackend:
                 source=source, target=layer.name)
             if not layer.is_output:
                 neurons.append(nodes)
-            source, amplitude = layer.name, layer.spike_amplitude
+            source, shape, amplitude = layer.name, layer.shape, layer.spike_amplitude
         self.counters = parts.StepCounters(neurons, [layer.fan_out for layer in net.spiking],
                                          network.layers[net.output.name], options.time)
         network.add_monitor(self.counters, name="counters")

@@ -76,6 +76,32 @@ class Readout(Nodes):
         self.v.zero_()
 
 
+class PassThrough(Nodes):
+    """Passes on what it receives, one step late in `delayed` mode: a conv's or pooling's own
+    layer in the original's BindsNET network (its conversion's pass-through and pooling layers),
+    so a spiking layer with `delay` n is reached through n - 1 of these."""
+
+    def forward(self, x: torch.Tensor) -> None:
+        self.s = x
+        super().forward(x)
+
+
+class IdentityConnection(AbstractConnection):
+    """compute(s) = s as float32: spikes or the image, unchanged, into a PassThrough."""
+
+    def compute(self, s: torch.Tensor) -> torch.Tensor:
+        return s.to(torch.float32)
+
+    def update(self, **kwargs: Any) -> None:
+        super().update(**kwargs)
+
+    def normalize(self) -> None:
+        """Called by `Network.run` after every run; there are no weights."""
+
+    def reset_state_variables(self) -> None:
+        """Stateless."""
+
+
 class LayerConnection(AbstractConnection):
     """compute(s) = layer.current(s * amplitude of the source): the very arithmetic the
     engine does, so both simulators see bit-identical currents."""

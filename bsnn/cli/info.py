@@ -1,7 +1,8 @@
 """`bsnn info MODEL`: what a checkpoint holds, before spending time converting it.
 
 Works on bsnn checkpoints, bundled names (`bundled:digits-fp`) and the original repository's
-files, which carry no metadata: for those it shows what the weights themselves tell.
+files, which carry no metadata: for those it shows what the weights themselves tell, binary or
+not included (one |w| per output channel in every layer but the first and the last).
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from typing import Any
 
 import torch
 
-from bsnn.checkpoint import FORMAT, ModelMeta, read_checkpoint, resolve_model_path
-from bsnn.models import build_model
-from bsnn.models.binary import BinaryLayer
+from bsnn.checkpoint import (
+    FORMAT,
+    ModelMeta,
+    is_binary_state,
+    read_checkpoint,
+    resolve_model_path,
+    weight_layers,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -34,7 +40,7 @@ def describe(model: str) -> dict[str, Any]:
     path = resolve_model_path(model)
     raw = read_checkpoint(model)
     state: dict[str, torch.Tensor] = raw["state_dict"]
-    weights = {k: v for k, v in state.items() if k.endswith("weight")}
+    weights = weight_layers(state)
     info: dict[str, Any] = {
         "model": str(model),
         "path": str(path),
@@ -43,19 +49,23 @@ def describe(model: str) -> dict[str, Any]:
         "tensors": len(state),
     }
     if raw.get("format") != FORMAT:
-        last = list(weights.values())[-1] if weights else None
+        last = weights[-1] if weights else None
+        binary = is_binary_state(state)
         info |= {
             "layout": "original",
             "note": "no bsnn metadata: original layout",
+            "binary": binary,
+            "width": None,  # not recorded: such files load at --width (default 1)
             "weight_layers": len(weights),
             "outputs": int(last.shape[0]) if last is not None and last.dim() == 2 else None,
         }
+        if binary:
+            info["binary_layers"] = len(weights) - 2
         return info
     meta = ModelMeta.from_dict(raw["meta"])
     info |= {"layout": "bsnn", **meta.to_dict()}
-    if meta.binary:
-        net = build_model(meta.arch, meta.num_classes, meta.input_shape, binary=True)
-        info["binary_layers"] = sum(isinstance(m, BinaryLayer) for m in net.modules())
+    if meta.binary:  # every weighted layer but the first and the last
+        info["binary_layers"] = len(weights) - 2
         info["weight_layers"] = len(weights)
     if isinstance(raw.get("train_state"), dict):
         info["epochs_done"] = int(raw["train_state"]["epoch"])
@@ -64,6 +74,13 @@ def describe(model: str) -> dict[str, Any]:
 
 def _fmt_accuracy(value: float | None) -> str:
     return "not recorded" if value is None else f"{value:.2%}"
+
+
+def _weights_rows(table: Any, info: dict[str, Any], how: str) -> None:
+    table.add_row("weights", ("binary" + how) if info["binary"] else "full precision")
+    if info["binary"]:
+        table.add_row("binary layers", f"{info['binary_layers']} of {info['weight_layers']} "
+                                       "(first and last are full precision)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -85,15 +102,15 @@ def main(args: argparse.Namespace) -> int:
     if info["layout"] == "original":
         table.add_row("metadata", info["note"])
         table.add_row("weight layers", str(info["weight_layers"]))
+        _weights_rows(table, info, " (read from the weights: one |w| per output channel)")
         if info["outputs"]:
             table.add_row("outputs", f"{info['outputs']} (the last layer's; likely the classes)")
+        table.add_row("width", "not recorded (loads at --width, default 1)")
         table.add_row("load with", "--arch ARCH --dataset DATASET (e.g. vgg15ab, cifar100)")
     else:
         table.add_row("arch", info["arch"])
-        table.add_row("weights", "binary" if info["binary"] else "full precision")
-        if info["binary"]:
-            table.add_row("binary layers", f"{info['binary_layers']} of {info['weight_layers']} "
-                                           "(first and last are full precision)")
+        table.add_row("width", f"{info['width']:g}")
+        _weights_rows(table, info, "")
         table.add_row("data set", info["dataset"])
         table.add_row("classes", str(info["num_classes"]))
         table.add_row("input shape", " x ".join(map(str, info["input_shape"])))

@@ -27,7 +27,7 @@ from bsnn.events import (
     describe,
     keep,
 )
-from bsnn.report import summarize
+from bsnn.report import summarize, weights_in_words
 
 
 def progress_bar(console: Console, label: str, figures: str, transient: bool) -> Progress:
@@ -108,6 +108,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     console.print(
         f"SNN accuracy: [bold]{100 * acc[-1]:.2f} %[/] at T={len(acc)} "
         f"(ANN {100 * ann:.2f} % on the same {summary['images']} images; within 1 point "
-        f"from t={within or '—'}); {summary['images_per_s'] or 0:.1f} images/s, "
+        f"from t={within or '—'}; {weights_in_words(summary)}); "
+        f"{summary['images_per_s'] or 0:.1f} images/s, "
         f"wall time {summary['wall_time_s'] or 0:.2f} s"
     )

@@ -4,6 +4,11 @@ A preset gives every hyper-parameter; each flag given on the command line overri
 Without --preset the data set's own preset is used (`<dataset>-fp` / `<dataset>-binary`), or
 the CPU-sized CIFAR-10 one for data sets that have none (an image folder).
 
+Binary models: --init FP.pt starts them from a full-precision checkpoint, as the authors did;
+--binarize xnor (the binary presets' default) trains them as the authors' XNOR-Net BinOp did
+(shadow weights mean-centred and clamped to [-1, 1] every step, their gradient scale, no weight
+decay on them), --binarize ste with plain straight-through gradients.
+
 Several processes: `torchrun --nproc-per-node N -m bsnn train ...` trains with
 DistributedDataParallel (nccl on CUDA, one GPU per process; gloo on CPU). --batch-size stays the
 global batch; rank 0 alone prints and writes the checkpoints.
@@ -21,13 +26,15 @@ from rich.progress import Progress, TaskID
 from bsnn import train as training
 from bsnn.cli.progress import progress_bar
 from bsnn.distributed import world
+from bsnn.models.binary import BINARIZE_MODES
 from bsnn.options import TRAIN_OPTIONS, TRAIN_UNSET, add_arguments, check_values, values_from_args
 from bsnn.train import OPTIMIZERS, PRESETS, BatchProgress, EpochResult, Recipe, TrainStart
 
 # The recipe fields that a flag given on the command line overrides: those of the run options
 # train shares (bsnn.options.TRAIN_OPTIONS) and train's own.
 OVERRIDES = ("arch", "dataset", "binary", "epochs", "batch_size", "lr", "weight_decay",
-             "optimizer", "seed", "val_split", "image_size")
+             "optimizer", "seed", "val_split", "image_size", "width", "normalize", "binarize",
+             "init")
 
 
 def register(subparsers: Any) -> None:
@@ -49,6 +56,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--weight-decay", type=float,
                    help="weight decay (default: the preset's, with its schedule)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="optimiser (default: the preset's)")
+    p.add_argument("--binarize", choices=BINARIZE_MODES,
+                   help="how binary layers train: xnor, the authors' BinOp (centred, clamped "
+                        "shadow weights, their gradient scale, no weight decay on them), or ste, "
+                        "plain straight-through (default: the preset's; xnor for binary presets)")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from this checkpoint's weights (a path or bundled:NAME), e.g. a "
+                        "binary model from its full-precision twin (default: random init)")
     p.add_argument("--out", help="best checkpoint goes here (default: <dataset>-<fp|binary>.pt); "
                                  "the resumable state goes beside it as <name>.last.pt")
     p.add_argument("--resume", action="store_true",
@@ -140,7 +154,9 @@ class TrainPrinter:
     def started(self, event: TrainStart) -> None:
         r = event.recipe
         self.console.print(
-            f"training {r.model_arch}{' (binary)' if r.binary else ''} on {r.dataset}: "
+            f"training {r.model_arch}{f' x{r.width:g}' if r.width != 1 else ''}"
+            f"{f' (binary, {r.binarize})' if r.binary else ''} on {r.dataset}"
+            f"{f' from {r.init}' if r.init else ''}: "
             f"{event.train_size} train / {event.val_size} val images, {r.epochs} epochs, "
             f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, device {event.device}"
             + (f" x {event.world_size} processes (DistributedDataParallel)"

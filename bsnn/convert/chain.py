@@ -2,6 +2,11 @@
 
 Linear ops between two ReLUs (conv, linear, avg-pool, flatten, BN folded into the preceding
 conv/linear) form one group; each ReLU ends a group; dropout is the identity in evaluation.
+A max-pool may follow a group's conv (before its ReLU, as in the pooling ablation's
+VGG_15_max): it then takes, at every step, the max of that step's input currents over each
+window, as the original's BindsNET fork does (its conversion puts a pass-through layer after the
+conv, whose output, the conv's current, feeds `MaxPool2dConnection`, a plain max-pool of its
+input). A max-pool of spikes (after a ReLU) is refused.
 Anything else stops the conversion with the module's path and what to do — never a silent skip.
 Binary layers are materialised as plain conv/linear holding their exact +-alpha weights.
 """
@@ -21,11 +26,11 @@ WEIGHTED = (nn.Conv2d, nn.Linear)
 LINEAR_OPS = (nn.AvgPool2d, nn.Flatten)
 IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
+POOLS = (nn.AvgPool2d, nn.MaxPool2d)
 
 ADVICE = {
-    nn.MaxPool2d: "replace MaxPool2d by AvgPool2d placed before the ReLU and fine-tune; "
-                  "max-pooling has no exact rate-coded IF equivalent",
     nn.AdaptiveAvgPool2d: "use nn.AvgPool2d with a fixed kernel (the input size is known)",
+    nn.AdaptiveMaxPool2d: "use nn.MaxPool2d with a fixed kernel, right after a conv",
 }
 
 
@@ -42,6 +47,16 @@ class Group:
     @property
     def weighted(self) -> list[nn.Module]:
         return [op for op in self.ops if isinstance(op, WEIGHTED)]
+
+    @property
+    def max_pooled(self) -> bool:
+        return any(isinstance(op, nn.MaxPool2d) for op in self.ops)
+
+    @property
+    def hops(self) -> int:
+        """Layers the original's BindsNET network has for these ops: one per conv, linear and
+        pooling (a conv before a pooling gets a pass-through layer, a pooling an IF layer)."""
+        return sum(isinstance(op, WEIGHTED + POOLS) for op in self.ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for op in self.ops:
@@ -102,6 +117,9 @@ def _fold_bn(group: Group, bn: nn.Module, path: str) -> None:
     if not weighted:
         raise ConversionError(f"{path} (BatchNorm) has no conv/linear before it to fold into",
                               "place BatchNorm right after a conv or linear layer")
+    if group.max_pooled:  # a negative gamma does not commute with the max
+        raise ConversionError(f"{path} (BatchNorm) follows a MaxPool2d",
+                              "place BatchNorm between the conv and the MaxPool2d")
     op = weighted[-1]
     if op.weight.shape[0] != bn.num_features:
         raise ConversionError(f"{path}: BatchNorm over {bn.num_features} channels follows a layer "
@@ -112,6 +130,16 @@ def _fold_bn(group: Group, bn: nn.Module, path: str) -> None:
     op.weight.data.mul_(scale.view(-1, *([1] * (op.weight.dim() - 1))))
     bias = group.bias if group.bias is not None else torch.zeros_like(scale)
     group.bias = (bias - bn.running_mean) * scale + shift
+
+
+def _check_max_pool(group: Group, path: str) -> None:
+    """A max-pool converts only right after the group's conv (the max of its currents)."""
+    if not group.weighted or not isinstance(group.ops[-1], nn.Conv2d):
+        raise ConversionError(
+            f"unsupported layer {path} (MaxPool2d): a max-pool of spikes (after a ReLU or not "
+            "right after a conv) has no converter",
+            "place MaxPool2d right after the conv, before the ReLU (as VGG_15_max, --arch "
+            "vgg15max), or use AvgPool2d")
 
 
 def extract_chain(model: nn.Module) -> list[Group]:
@@ -132,6 +160,9 @@ def extract_chain(model: nn.Module) -> list[Group]:
                 raise ConversionError(
                     f"{path}: a second conv/linear after a biased or BN-folded one without a "
                     "ReLU between them", "merge the two linear layers or add a ReLU")
+            if current.max_pooled:
+                raise ConversionError(f"{path}: a conv/linear after a MaxPool2d without a ReLU "
+                                      "between them", "add a ReLU after the MaxPool2d")
             current.ops.append(_plain(module))
             current.binary = current.binary or isinstance(module, BinaryLayer)
             if module.bias is not None:
@@ -143,11 +174,16 @@ def extract_chain(model: nn.Module) -> list[Group]:
         elif isinstance(module, LINEAR_OPS):
             current.ops.append(copy.deepcopy(module))
             current.sources.append(path)
+        elif isinstance(module, nn.MaxPool2d):
+            _check_max_pool(current, path)
+            current.ops.append(copy.deepcopy(module))
+            current.sources.append(path)
         elif isinstance(module, IDENTITY):
             continue
         else:
-            advice = ADVICE.get(type(module), "bsnn converts conv, linear, avg-pool, flatten, "
-                                "batch-norm, dropout and ReLU; rebuild the model from those")
+            advice = ADVICE.get(type(module), "bsnn converts conv, linear, avg-pool, max-pool "
+                                "(after a conv), flatten, batch-norm, dropout and ReLU; "
+                                "rebuild the model from those")
             raise ConversionError(f"unsupported layer {path} ({type(module).__name__})", advice)
     if not current.weighted:
         raise ConversionError("the model does not end with a conv or linear layer",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bsnn.convert.chain import WEIGHTED, Group, chain_forward, extract_chain
+from bsnn.convert.chain import POOLS, WEIGHTED, Group, chain_forward, extract_chain
 from bsnn.convert.percentile import StreamingPercentile, check_percentile
 from bsnn.errors import ConfigError, ConversionError
 from bsnn.options import BINARY_WEIGHTS, GRANULARITIES
@@ -77,7 +77,11 @@ def _names(groups: list[Group]) -> list[str]:
     names, block, index, fc, pool = [], 1, 0, 0, 0
     for g in groups:
         weighted = g.weighted
-        if weighted and isinstance(weighted[0], nn.Conv2d):
+        is_conv = bool(weighted) and isinstance(weighted[0], nn.Conv2d)
+        first = g.ops.index(weighted[0]) if weighted else len(g.ops)
+        if is_conv and index and any(isinstance(op, POOLS) for op in g.ops[:first]):
+            block, index = block + 1, 0  # pooled after the previous ReLU: a new block
+        if is_conv:
             index += 1
             names.append(f"conv{block}_{index}")
         elif weighted:
@@ -86,8 +90,7 @@ def _names(groups: list[Group]) -> list[str]:
         else:
             pool += 1
             names.append(f"pool{pool}")
-        if any(isinstance(op, nn.AvgPool2d) for op in g.ops) and weighted \
-                and isinstance(weighted[0], nn.Conv2d):
+        if is_conv and any(isinstance(op, POOLS) for op in g.ops[first:]):
             block, index = block + 1, 0
     return names
 
@@ -193,7 +196,12 @@ def _lambda(lam: torch.Tensor, maximum: torch.Tensor, name: str, percentile: flo
 
 def _layer(g: Group, name: str, shape: tuple[int, ...], lam: torch.Tensor | None,
            prev_ref: torch.Tensor, binary_weights: str) -> SpikingLayer:
-    """One spiking layer: threshold lambda_l / lambda_(l-1), bias / lambda_(l-1)."""
+    """One spiking layer: threshold lambda_l / lambda_(l-1), bias / lambda_(l-1).
+
+    In sign mode a binary layer's alpha moves into its thresholds; the output layer has none (it
+    does not spike: its summed current is read), so it keeps +-alpha, and its ranking of the
+    classes is the alpha mode's (dividing each class's current by its own alpha would change it).
+    """
     ndim = len(shape)
     bias = None if g.bias is None else g.bias / prev_ref
     ops = nn.Sequential(*g.ops)
@@ -202,7 +210,7 @@ def _layer(g: Group, name: str, shape: tuple[int, ...], lam: torch.Tensor | None
         threshold = _per_channel(lam / prev_ref, ndim)
         if lam.numel() > 1:
             amplitude = _per_channel(lam / lam.max(), ndim)
-    if g.binary and binary_weights == "sign":
+    if g.binary and binary_weights == "sign" and lam is not None:
         ops = copy.deepcopy(ops)  # the ANN chain keeps its +-alpha weights
         threshold, bias = _fold_alpha(ops, name, threshold, bias, ndim)
     if bias is not None:
@@ -211,6 +219,7 @@ def _layer(g: Group, name: str, shape: tuple[int, ...], lam: torch.Tensor | None
         name=name, kind=_kind(g), ops=ops, bias=bias, threshold=threshold,
         lam=None if lam is None else lam.reshape(-1) if lam.numel() > 1 else lam.reshape(()),
         shape=shape, binary=g.binary, spike_amplitude=amplitude, sources=g.sources,
+        delay=g.hops,
     )
 
 

@@ -4,7 +4,9 @@ Within a chunk of k time steps each layer is done before the next: its input cur
 steps come from one batched conv/linear call on (k x batch) spike maps, then the IF recurrence
 runs over the k steps elementwise, and the layer's membrane state carries to the next chunk.
 k = 1 is plain step-by-step; larger k trades memory for fewer, bigger kernel calls. Both
-propagation modes fit this scheme: `delayed` only shifts a layer's spike train by one step.
+propagation modes fit this scheme: `delayed` only shifts the spike train a layer receives by its
+`delay` (the steps the original's BindsNET network takes to bring it: one per conv, linear and
+pooling layer there), holding back that many steps of its source's spikes across chunks.
 Only running counters are kept (spikes and synaptic operations per layer and step, correct
 predictions per step), never rasters.
 """
@@ -80,18 +82,18 @@ class Engine:
                         rest: torch.Tensor, batch_index: int) -> torch.Tensor:
         """Currents into the first layer for `steps`: (steps, batch, *first layer's shape)."""
         first, k = self.net.spiking[0], len(steps)
-        delayed = self.opt.propagation == "delayed"
+        lag = first.delay if self.opt.propagation == "delayed" else 0
+        early = min(k, max(0, lag - steps.start))  # steps before the input arrives: bias alone
         if constant is not None:
             currents = constant.expand(k, *constant.shape)
-            if delayed and steps.start == 0:  # the input reaches layer 1 one step late
+            if early:
                 currents = currents.clone()
-                currents[0] = rest
+                currents[:early] = rest
             return currents
-        src = range(steps.start - 1, steps.stop - 1) if delayed else steps
-        enc = poisson_steps(x, self.net.input_scale, self.opt.seed, batch_index,
-                            range(max(src.start, 0), src.stop))
-        if delayed and steps.start == 0:
-            enc = torch.cat([torch.zeros_like(x)[None], enc])
+        source = range(steps.start + early - lag, steps.stop - lag)
+        enc = poisson_steps(x, self.net.input_scale, self.opt.seed, batch_index, source)
+        if early:
+            enc = torch.cat([x.new_zeros((early, *x.shape)), enc])
         return first.current(enc.flatten(0, 1)).view(k, x.shape[0], *first.shape)
 
     @torch.no_grad()
@@ -111,8 +113,8 @@ class Engine:
         v = [_initial_potential(layer, B, opt.v0, x) for layer in layers]
         fired = [torch.empty(t.shape, dtype=torch.bool, device=dev) for t in v]
         totals = [torch.zeros_like(t) for t in v] if keep_totals else None
-        last = [torch.zeros((B, *layer.shape), dtype=dtype, device=dev)  # spikes held back
-                for layer in layers] if delayed else []
+        held = [torch.zeros((nxt.delay, B, *layer.shape), dtype=dtype, device=dev)
+                for layer, nxt in zip(layers, net.layers[1:], strict=True)] if delayed else []
         out_sum = torch.zeros((B, *output.shape), dtype=dtype, device=dev)
         first = layers[0]
         constant_current = first.current(x) if opt.encoding == "constant" else None
@@ -131,8 +133,9 @@ class Engine:
                 per_neuron = s.view(k, B, -1).sum(1)  # (k, neurons)
                 spikes[i, t0:t0 + k] = per_neuron.sum(1, dtype=torch.float64)
                 synops[i, t0:t0 + k] = per_neuron.double() @ layer.fan_out.double()
-                if delayed:
-                    s, last[i] = torch.cat([last[i][None], s[:-1]]), s[-1].clone()
+                if delayed:  # what the next layer receives: spikes of `delay` steps earlier
+                    both = torch.cat([held[i], s])
+                    s, held[i] = both[:k], both[k:]
                 if layer.spike_amplitude is not None:
                     s = s * layer.spike_amplitude
                 nxt = layers[i + 1] if i + 1 < len(layers) else output

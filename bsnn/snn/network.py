@@ -23,6 +23,10 @@ class SpikingLayer:
     `spike_amplitude` (channel-wise thresholds only) is the value a spike of this layer carries
     into the next layer, one per channel; None means 1 (pure binary spikes).
     `fan_out` counts, per neuron, the synapses (nonzero weights) it drives in the next layer.
+    `delay` is how many steps the incoming spikes take to arrive with delayed propagation: the
+    number of layers the original's BindsNET network has for these ops (one per conv, linear and
+    pooling), each one step late; the bias arrives from step 0. Same-step propagation ignores it.
+    `ops` may hold a max-pool after the conv: per step, the max of that step's currents.
     """
 
     name: str
@@ -37,6 +41,7 @@ class SpikingLayer:
     fan_out: torch.Tensor | None = None  # flat (neurons,), float
     v_init: torch.Tensor | None = None  # added to the initial potential (SNN calibration)
     sources: list[str] = field(default_factory=list)
+    delay: int = 1
 
     @property
     def neurons(self) -> int:

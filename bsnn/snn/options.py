@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from bsnn.errors import ConfigError
 
-PROPAGATIONS = ("same-step", "delayed")  # delayed: one step per connection, as bindsnet
+PROPAGATIONS = ("same-step", "delayed")  # delayed: a step per layer of the original's network
 RESETS = ("subtract", "zero")
 INITIAL_POTENTIALS = ("zero", "half")  # half: theta / 2
 ENCODINGS = ("constant", "poisson")

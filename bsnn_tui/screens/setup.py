@@ -121,8 +121,9 @@ class SetupScreen(Screen[None]):
         elif option.choices or option.name in FOUND_HERE:
             yield choice(option.name, first_options(option),
                          FROM_CHECKPOINT if value is None else value)
-        else:
+        else:  # empty is None where None is a value: "from checkpoint", as the selects say
             yield Input("" if value is None else str(value), compact=True, id=option.name,
+                        placeholder="from checkpoint" if option.optional else "",
                         validators=[FormCheck(option, self.values)])
 
     def model_fields(self) -> Iterator[Widget]:
