@@ -1,6 +1,47 @@
 """bsnn: binary and full-precision ANN -> spiking network conversion and simulation.
 
-The core never imports textual or rich (see tests/test_import_hygiene.py).
+The core never imports textual or rich (see tests/test_import_hygiene.py). The Python API
+(`bsnn.load_model`, `bsnn.convert`, `bsnn.simulate`, in bsnn.api) loads on first use, so that
+`import bsnn.config` stays free of torch.
 """
 
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["ConvertedNetwork", "__version__", "convert", "load_model", "simulate"]
+_API = ("ConvertedNetwork", "load_model", "simulate")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from bsnn import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'bsnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """`bsnn.convert` is the API's function although a subpackage of that name exists: the
+    import system binds a loaded subpackage as an attribute of its parent, which would hide a
+    module-level __getattr__, so the name is a property that ignores that binding."""
+
+    @property
+    def convert(self) -> Any:
+        from bsnn.api import convert
+
+        return convert
+
+    @convert.setter
+    def convert(self, subpackage: Any) -> None:
+        pass  # `import bsnn.convert` still works: sys.modules holds the subpackage
+
+
+sys.modules[__name__].__class__ = _Package

@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
-from bsnn.checkpoint import has_meta, load_model, read_checkpoint, versions
+from bsnn.checkpoint import ModelMeta, has_meta, load_model, read_checkpoint, versions
 from bsnn.config import RunConfig
 from bsnn.convert import Conversion, convert
 from bsnn.data import (
     CHANNELS,
+    DatasetInfo,
     calibration_subset,
     eval_subset,
     load_split,
@@ -156,13 +157,7 @@ class _Run:
             arch=c.arch or (None if ours else DEFAULT_ARCH.get(dataset, "vgg15ab")),
             input_shape=info.input_shape, width=c.width,
         )
-        if meta.num_classes != info.num_classes:
-            raise DataError(f"the model has {meta.num_classes} classes, {dataset} has "
-                            f"{info.num_classes}", "pick the data set the model was trained on")
-        if tuple(meta.input_shape) != tuple(info.input_shape):
-            raise DataError(f"the model takes {tuple(meta.input_shape)} images, {dataset} gives "
-                            f"{tuple(info.input_shape)}", "pick the matching data set or "
-                            "--image-size")
+        check_fits(meta, info)
         if len(val_set) == 0:
             raise DataError(f"the {dataset} evaluation split is empty", "check --data")
         if c.eval_size > len(val_set):
@@ -181,10 +176,8 @@ class _Run:
         calib = calibration_subset(inputs.train_set, c.norm, seed=c.seed)
         conversion = convert(inputs.model, lambda: self._batches(calib), c.percentile,
                              c.threshold_granularity, c.binary_weights)
-        for message in conversion.warnings:
-            self.send(RunWarning(message=message))
-        self.send(Thresholds(layers=list(conversion.network.describe()), percentile=c.percentile,
-                             granularity=c.threshold_granularity))
+        for event in conversion_events(conversion, c.percentile, c.threshold_granularity):
+            self.send(event)
         return conversion
 
     def _snn_calibration(self, conversion: Conversion, train_set: Any) -> None:
@@ -238,12 +231,37 @@ class _Run:
         self.finish()
 
 
+def check_fits(meta: ModelMeta, info: DatasetInfo) -> None:
+    """DataError unless the model takes the data set's images and has its class count."""
+    dataset = info.name
+    if meta.num_classes != info.num_classes:
+        raise DataError(f"the model has {meta.num_classes} classes, {dataset} has "
+                        f"{info.num_classes}", "pick the data set the model was trained on")
+    if tuple(meta.input_shape) != tuple(info.input_shape):
+        raise DataError(f"the model takes {tuple(meta.input_shape)} images, {dataset} gives "
+                        f"{tuple(info.input_shape)}", "pick the matching data set or "
+                        "--image-size")
+
+
+def conversion_events(conversion: Conversion, percentile: float,
+                      granularity: str) -> list[Event]:
+    """What a conversion tells a run's consumers: its warnings, then its thresholds (shared with
+    bsnn.api, so both streams describe a network alike)."""
+    warnings: list[Event] = [RunWarning(message=m) for m in conversion.warnings]
+    return [*warnings, Thresholds(layers=list(conversion.network.describe()),
+                                  percentile=percentile, granularity=granularity)]
+
+
 def _trained_stats(raw: dict[str, Any], dataset: str) -> tuple[list[float], list[float]] | None:
     """The mean and std a bsnn checkpoint's model was trained with; None (the data set's own)
-    for files without metadata, or stats that do not fit the data set's channels (the shape
-    check then says what is wrong)."""
+    for files without metadata."""
     meta = raw.get("meta") if has_meta(raw) else None
-    mean, std = (meta.get("mean"), meta.get("std")) if meta else (None, None)
+    return recorded_stats(meta.get("mean"), meta.get("std"), dataset) if meta else None
+
+
+def recorded_stats(mean: Any, std: Any, dataset: str) -> tuple[list[float], list[float]] | None:
+    """A model's recorded mean and std; None (the data set's own) when there are none, or
+    stats that do not fit the data set's channels (the shape check then says what is wrong)."""
     fits = bool(mean and std) and len(mean) == len(std) and len(mean) in (1, CHANNELS[dataset])
     return (list(mean), list(std)) if fits else None
 
