@@ -7,13 +7,11 @@ The core never imports textual or rich (see tests/test_import_hygiene.py). The P
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["ConvertedNetwork", "__version__", "convert", "load_model", "simulate"]
-_API = ("ConvertedNetwork", "load_model", "simulate")
+_API = ("ConvertedNetwork", "convert", "load_model", "simulate")
 
 
 def __getattr__(name: str) -> Any:
@@ -26,22 +24,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    """`bsnn.convert` is the API's function although a subpackage of that name exists: the
-    import system binds a loaded subpackage as an attribute of its parent, which would hide a
-    module-level __getattr__, so the name is a property that ignores that binding."""
-
-    @property
-    def convert(self) -> Any:
-        from bsnn.api import convert
-
-        return convert
-
-    @convert.setter
-    def convert(self, subpackage: Any) -> None:
-        pass  # `import bsnn.convert` still works: sys.modules holds the subpackage
-
-
-sys.modules[__name__].__class__ = _Package

@@ -1,7 +1,7 @@
 """The Python API: a CLI run as three calls, `load_model`, `convert` and `simulate`.
 
 The same engine and the same event stream as `bsnn convert`: `simulate` runs
-`bsnn.simulation.Simulation` on a network from `bsnn.convert.convert`, sends the run's typed
+`bsnn.simulation.Simulation` on a network from `bsnn.conversion.convert`, sends the run's typed
 events (to `on_event`, and to a run folder only when `job_dir` is given) and returns
 `bsnn.report.summarize` of them, so its figures are `summary.json`'s under the same names. The
 options are the CLI's (bsnn.options): the same names, defaults and checks, as keywords.
@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from bsnn.checkpoint import ModelMeta, has_meta, read_checkpoint, versions
 from bsnn.checkpoint import load_model as load_checkpoint
 from bsnn.config import RunConfig
-from bsnn.convert import Conversion
-from bsnn.convert import convert as convert_chain
+from bsnn.conversion import Conversion
+from bsnn.conversion import convert as convert_chain
 from bsnn.data import calibration_subset, eval_subset, load_split, make_loader, normalization
 from bsnn.devices import resolve_device
 from bsnn.distributed import World
@@ -315,7 +315,7 @@ def _snn_calibrated(stream: _Stream, snn: ConvertedNetwork, config: RunConfig,
                     images: Dataset[Any]) -> Conversion:
     """Li et al.'s SNN calibration as a CLI run does it, on a copy of the layers (it sets their
     biases or initial potentials), so that `snn` stays as converted for the next simulate."""
-    from bsnn.convert.correction import correct_errors
+    from bsnn.conversion.correction import correct_errors
 
     mode = config.snn_calibration
     stream.send(Phase(name="snn_calibration",

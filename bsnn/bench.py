@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from bsnn.convert import convert
-from bsnn.convert.percentile import StreamingPercentile
+from bsnn.conversion import convert
+from bsnn.conversion.percentile import StreamingPercentile
 from bsnn.models import build_model
 from bsnn.snn.engine import Engine
 from bsnn.snn.options import SimOptions

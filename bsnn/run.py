@@ -22,7 +22,7 @@ import torch
 
 from bsnn.checkpoint import ModelMeta, has_meta, load_model, read_checkpoint, versions
 from bsnn.config import RunConfig
-from bsnn.convert import Conversion, convert
+from bsnn.conversion import Conversion, convert
 from bsnn.data import (
     CHANNELS,
     DatasetInfo,
@@ -181,8 +181,8 @@ class _Run:
         return conversion
 
     def _snn_calibration(self, conversion: Conversion, train_set: Any) -> None:
-        """Li et al.'s SNN calibration on random training images (bsnn.convert.correction)."""
-        from bsnn.convert.correction import correct_errors
+        """Li et al.'s SNN calibration on random training images (bsnn.conversion.correction)."""
+        from bsnn.conversion.correction import correct_errors
 
         c = self.config
         images = calibration_subset(train_set, c.snn_calibration_size, seed=c.seed + 1)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from bsnn.convert import Conversion, chain_forward
+from bsnn.conversion import Conversion, chain_forward
 from bsnn.distributed import (
     RankFailed,
     World,

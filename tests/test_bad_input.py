@@ -20,7 +20,7 @@ import bsnn.events
 import bsnn.run
 from bsnn.checkpoint import ModelMeta, save_checkpoint
 from bsnn.cli import main
-from bsnn.convert import convert
+from bsnn.conversion import convert
 from bsnn.errors import ConversionError
 from bsnn.events import read_events
 from bsnn.models import build_model

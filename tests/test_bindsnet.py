@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from bsnn.backends.bindsnet import BindsnetBackend
-from bsnn.convert import convert
-from bsnn.convert.correction import correct_errors
+from bsnn.conversion import convert
+from bsnn.conversion.correction import correct_errors
 from bsnn.errors import ConfigError
 from bsnn.models import build_model
 from bsnn.snn import options as sim_options

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import bsnn
-from bsnn.convert import chain_forward, convert, extract_chain
-from bsnn.convert.convert import GRANULARITIES
-from bsnn.convert.correction import SNN_CALIBRATIONS, correct_errors
+from bsnn.conversion import chain_forward, convert, extract_chain
+from bsnn.conversion.convert import GRANULARITIES
+from bsnn.conversion.correction import SNN_CALIBRATIONS, correct_errors
 from bsnn.errors import ConfigError, ConversionError
 from bsnn.models import BinaryConv2d, BinaryLinear, build_model
 from bsnn.models.binary import weight_alpha, weight_signs

@@ -28,7 +28,7 @@ import torch
 from reference_sim import simulate
 from torch import nn
 
-from bsnn.convert import chain_forward, convert
+from bsnn.conversion import chain_forward, convert
 from bsnn.errors import ConfigError
 from bsnn.models import BinaryConv2d, BinaryLinear, build_model
 from bsnn.snn import options as sim_options

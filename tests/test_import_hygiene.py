@@ -3,8 +3,8 @@ lazy ones inside functions included, relative ones resolved.
 
 - bsnn never imports textual; rich only in bsnn.cli (the dashboard, bsnn_tui, may use both);
 - bsnn.snn imports nothing of bsnn but bsnn.errors (and itself);
-- bsnn_tui never imports bsnn.cli, bsnn.snn or bsnn.convert (it goes through bsnn.run & co.);
-- bsnn.convert never imports bsnn.run;
+- bsnn_tui never imports bsnn.cli, bsnn.snn or bsnn.conversion (it goes through bsnn.run & co.);
+- bsnn.conversion never imports bsnn.run;
 - bsnn.options and bsnn.config import neither torch, textual nor rich,
 and, in a fresh interpreter, importing bsnn.config, bsnn.options or bsnn.snn.options loads none
 of torch, textual and rich (the dashboard checks a config before torch has loaded).
@@ -105,9 +105,9 @@ RULES = [
          lambda n: within(n, "rich")),
     Rule("bsnn-snn-imports-only-errors", lambda m: within(m, "bsnn.snn"),
          lambda n: within(n, "bsnn") and not within(n, "bsnn.errors", "bsnn.snn")),
-    Rule("bsnn-tui-not-cli-snn-convert", lambda m: within(m, "bsnn_tui"),
-         lambda n: within(n, "bsnn.cli", "bsnn.snn", "bsnn.convert")),
-    Rule("bsnn-convert-not-run", lambda m: within(m, "bsnn.convert"),
+    Rule("bsnn-tui-not-cli-snn-conversion", lambda m: within(m, "bsnn_tui"),
+         lambda n: within(n, "bsnn.cli", "bsnn.snn", "bsnn.conversion")),
+    Rule("bsnn-conversion-not-run", lambda m: within(m, "bsnn.conversion"),
          lambda n: within(n, "bsnn.run")),
     Rule("options-and-config-stay-light", lambda m: m in ("bsnn.options", "bsnn.config"),
          lambda n: within(n, *HEAVY)),
@@ -132,7 +132,7 @@ def test_import_rule(rule: Rule, found: list[Import]) -> None:
 def test_the_walk_sees_the_project(found: list[Import]) -> None:
     """A walk that found nothing would pass every rule."""
     modules = {i.module for i in found}
-    assert {"bsnn.snn.engine", "bsnn.convert.convert", "bsnn.cli"} <= modules
+    assert {"bsnn.snn.engine", "bsnn.conversion.convert", "bsnn.cli"} <= modules
     assert any(i.module.startswith("bsnn_tui") for i in found)
 
 
@@ -147,11 +147,13 @@ SYNTHETIC = {
     "bsnn-snn-imports-only-errors": ("bsnn.snn.engine",
                                      "from bsnn.errors import ConfigError\n"
                                      "from . import network\n"
-                                     "def f():\n    from ..convert import chain\n",
-                                     4, "bsnn.convert.chain"),
-    "bsnn-tui-not-cli-snn-convert": ("bsnn_tui.app", "def f():\n    import bsnn.cli.progress\n",
-                                     2, "bsnn.cli.progress"),
-    "bsnn-convert-not-run": ("bsnn.convert.correction", "from bsnn import run\n", 1, "bsnn.run"),
+                                     "def f():\n    from ..conversion import chain\n",
+                                     4, "bsnn.conversion.chain"),
+    "bsnn-tui-not-cli-snn-conversion": ("bsnn_tui.app",
+                                        "def f():\n    import bsnn.cli.progress\n",
+                                        2, "bsnn.cli.progress"),
+    "bsnn-conversion-not-run": ("bsnn.conversion.correction", "from bsnn import run\n", 1,
+                                "bsnn.run"),
     "options-and-config-stay-light": ("bsnn.config",
                                       "import importlib\nimportlib.import_module('torch')\n",
                                       2, "torch"),

@@ -16,8 +16,8 @@ import bsnn.run
 from bsnn.checkpoint import load_model
 from bsnn.cli import main
 from bsnn.config import RunConfig
-from bsnn.convert import convert
-from bsnn.convert.correction import correct_errors
+from bsnn.conversion import convert
+from bsnn.conversion.correction import correct_errors
 from bsnn.data import calibration_subset, load_split
 from bsnn.errors import ConfigError
 from bsnn.run import run

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bsnn.convert import percentile
-from bsnn.convert.percentile import StreamingPercentile
+from bsnn.conversion import percentile
+from bsnn.conversion.percentile import StreamingPercentile
 from bsnn.errors import ConfigError, ConversionError
 
 QS = [1e-9, 0.1, 50, 99.7, 99.99, 100]  # (0, 100]: 0 itself is refused

@@ -31,7 +31,7 @@ from bsnn.events import (
 )
 from bsnn_tui.feed import RunFeed
 
-# Spiking layers as bsnn.convert names them; the output layer (fc2, 10 neurons) does not spike.
+# Spiking layers as bsnn.conversion names them; the output layer (fc2, 10 neurons) does not spike.
 LAYERS = (("conv1_1", 2048), ("conv1_2", 2048), ("conv2_1", 1024), ("conv2_2", 1024),
           ("fc1", 128))
 OUTPUT = {"name": "fc2", "kind": "linear", "neurons": 10, "shape": [10], "binary": False,

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import torch
 
-from bsnn.convert.chain import Group, chain_forward
+from bsnn.conversion.chain import Group, chain_forward
 from bsnn.errors import ConfigError
 from bsnn.options import SNN_CALIBRATIONS
 from bsnn.snn.engine import Engine

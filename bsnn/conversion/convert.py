@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bsnn.convert.chain import POOLS, WEIGHTED, Group, chain_forward, extract_chain
-from bsnn.convert.percentile import StreamingPercentile, check_percentile
+from bsnn.conversion.chain import POOLS, WEIGHTED, Group, chain_forward, extract_chain
+from bsnn.conversion.percentile import StreamingPercentile, check_percentile
 from bsnn.errors import ConfigError, ConversionError
 from bsnn.options import BINARY_WEIGHTS, GRANULARITIES
 from bsnn.snn.network import SpikingLayer, SpikingNetwork
