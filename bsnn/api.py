@@ -48,7 +48,7 @@ from bsnn.events import (
 )
 from bsnn.models import DEFAULT_ARCH
 from bsnn.options import OPTION, check_values, sim_options_kwargs
-from bsnn.report import summarize, write_exports
+from bsnn.report import end_run, summarize
 from bsnn.run import check_fits, conversion_events, recorded_stats
 from bsnn.rundir import new_run_dir, new_run_id
 from bsnn.simulation import CancelRequested, Simulation
@@ -213,22 +213,33 @@ class _Stream:
         self.log = None if self.run_dir is None else EventLog(self.run_dir / EVENTS_FILE)
 
     def send(self, event: Event) -> None:
+        """Keep, log and pass on `event`; a log write that fails raises RunStorageError after
+        `on_event` has the event."""
         event.seq, self.sent = self.sent, self.sent + 1
         keep(self.events, event)
-        if self.log is not None:
-            self.log(event)
-        if self.on_event is not None:
-            self.on_event(event)
+        try:
+            if self.log is not None:
+                self.log(event)
+        finally:
+            if self.on_event is not None:
+                self.on_event(event)
 
     def count(self, event: BatchDone) -> None:
         self.images = event.images
         self.send(event)
 
-    def close(self) -> dict[str, Any]:
-        """The summary; the run folder's exports first, where there is one."""
-        if self.run_dir is not None and self.log is not None:
-            write_exports(self.run_dir, self.events)
+    def end(self, last: Event) -> dict[str, Any]:
+        """Send `last`, after the run folder's exports where there is one (bsnn.report.end_run);
+        the summary. RunStorageError when a write failed and the run had not failed already."""
+        if self.run_dir is None or self.log is None:
+            self.send(last)
+            return summarize(self.events)
+        try:
+            error = end_run(self.run_dir, self.events, last, self.send)
+        finally:
             self.log.close()
+        if error is not None:
+            raise error
         return summarize(self.events)
 
 
@@ -273,20 +284,20 @@ def simulate(snn: ConvertedNetwork, data: Any, /, *, on_event: Emit | None = Non
     config = _config(snn, dataset, o)
     stream = _Stream(o["job_dir"], o["run_id"], on_event)
     try:
-        _run(stream, snn, config, images, warnings, cancel or (lambda: False))
+        last: Event = _run(stream, snn, config, images, warnings, cancel or (lambda: False))
     except CancelRequested:
-        stream.send(Cancelled(images=stream.images))
+        last = Cancelled(images=stream.images)
     except BsnnError as err:
-        stream.send(Failed(error=type(err).__name__, message=err.message, fix=err.fix,
-                           images=stream.images))
-        stream.close()
+        stream.end(Failed(error=type(err).__name__, message=err.message, fix=err.fix,
+                          images=stream.images))
         raise
-    return stream.close()
+    return stream.end(last)
 
 
 def _run(stream: _Stream, snn: ConvertedNetwork, config: RunConfig, images: Any,
-         warnings: list[Event], cancel: Callable[[], bool]) -> None:
-    """The events of a CLI run from `started` to `finished`, the loading and conversion done."""
+         warnings: list[Event], cancel: Callable[[], bool]) -> Finished:
+    """The events of a CLI run from `started` on, the loading and conversion done; the
+    `finished` event to end it with."""
     stream.send(Started(run_id=stream.run_id, run_dir=str(stream.run_dir or ""),
                         config=config.to_dict(), device=str(snn.device), versions=versions(),
                         pid=os.getpid(), host=socket.gethostname()))
@@ -302,8 +313,8 @@ def _run(stream: _Stream, snn: ConvertedNetwork, config: RunConfig, images: Any,
                          config.backend, World(), snn.device, stream.count, cancel,
                          lambda dataset: _loader(dataset, config, snn.device),
                          config.batch_size).run(images)
-    stream.send(Finished(images=stream.images, wall_time_s=seconds,
-                         final_accuracy=summarize(stream.events)["final_accuracy"]))
+    return Finished(images=stream.images, wall_time_s=seconds,
+                    final_accuracy=summarize(stream.events)["final_accuracy"])
 
 
 def _loader(dataset: Any, config: RunConfig, device: torch.device) -> DataLoader:

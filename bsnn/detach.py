@@ -50,8 +50,9 @@ def wait_until_done(run_dir: str | os.PathLike[str], timeout_s: float | None = N
 
 
 def _exports_done(run_dir: Path, status: str) -> bool:
-    """The engine writes summary.json after its terminal event, then exits; an interrupted run
-    has no one left to write it."""
+    """Whether the run's summary files are final: the engine writes them as its terminal event
+    will read and logs that event after them, then exits; an interrupted run has no one left to
+    write them."""
     if status == "interrupted":
         return True
     started = next((e for e in run_events(run_dir) if isinstance(e, Started)), None)

@@ -6,14 +6,17 @@ run folder and `bsnn report` all call it, so they never disagree. Works on a par
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bsnn.errors import RunStorageError
 from bsnn.events import (
     EVENTS_FILE,
     TERMINAL,
@@ -148,11 +151,18 @@ def summarize(events: list[Event]) -> dict[str, Any]:
     return summary
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file and rename, so a reader never sees half a file."""
+def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
+    """`write(file)` into a temp file, then rename, so a reader never sees half a file; on an
+    error (a full disk) the temp file is removed and the old file, if any, kept."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def per_timestep_csv(summary: dict[str, Any]) -> str:
@@ -261,30 +271,84 @@ def accuracy_png(summary: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        _atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def _export_writers(summary: dict[str, Any]) -> dict[str, Callable[[Path], None]]:
+    """Each export file's name and how to write it."""
+    def data(text: str) -> Callable[[Path], None]:
+        return lambda path: _atomic_write(path, lambda f: f.write(text.encode()))
+
+    writers = {
+        "summary.json": data(json.dumps(summary, indent=2)),
+        "per_timestep.csv": data(per_timestep_csv(summary)),
+        "layers.csv": data(layers_csv(summary)),
+        "summary.md": data(summary_markdown(summary)),
+    }
+    if summary["accuracy_per_step"]:
+        writers["accuracy.png"] = lambda path: accuracy_png(summary, path)
+    return writers
 
 
 def write_exports(run_dir: str | os.PathLike[str],
                   events: list[Event] | None = None) -> list[Path]:
-    """Write every export file into the run folder from its events; return their paths."""
+    """Write every export file it can into the run folder from its events; return their paths.
+
+    A file that cannot be written (full disk, permissions) does not stop the others: they are
+    all tried, then one RunStorageError names the missing ones and how to get them back.
+    """
     run_dir = Path(run_dir)
     if events is None:
         events = read_events(run_dir / EVENTS_FILE)
-    summary = summarize(events)
-    files = {
-        "summary.json": json.dumps(summary, indent=2).encode(),
-        "per_timestep.csv": per_timestep_csv(summary).encode(),
-        "layers.csv": layers_csv(summary).encode(),
-        "summary.md": summary_markdown(summary).encode(),
-    }
-    paths = []
-    for name, data in files.items():
-        _atomic_write(run_dir / name, data)
-        paths.append(run_dir / name)
-    if summary["accuracy_per_step"]:
-        accuracy_png(summary, run_dir / "accuracy.png")
-        paths.append(run_dir / "accuracy.png")
+    paths, missing, reason = [], [], ""
+    for name, write in _export_writers(summarize(events)).items():
+        try:
+            write(run_dir / name)
+            paths.append(run_dir / name)
+        except OSError as e:
+            missing.append(name)
+            reason = reason or e.strerror or str(e)
+    if missing:
+        raise RunStorageError(f"could not write {', '.join(missing)} in {run_dir}: {reason}",
+                              f"free disk space (or fix the folder's permissions), then run "
+                              f"`bsnn report {run_dir}` to write them")
     return paths
+
+
+def _attempt(*writes: Callable[[], object] | None) -> RunStorageError | None:
+    """Run every write, even after one failed; their failures as one error."""
+    errors = []
+    for write in writes:
+        try:
+            if write is not None:
+                write()
+        except RunStorageError as e:
+            errors.append(e)
+    if len(errors) < 2:
+        return errors[0] if errors else None
+    return RunStorageError("; ".join(e.message for e in errors),
+                           "; ".join(e.fix for e in errors))
+
+
+def end_run(run_dir: Path, events: list[Event], last: Event, send: Callable[[Event], None],
+            before: Callable[[], object] | None = None) -> RunStorageError | None:
+    """Write a run's files (`before`, then the exports) as they read with `last`, its terminal
+    event, and only then `send` (keep, log and emit) it: whoever sees the run end finds its
+    files. A write that fails turns a finished or cancelled run into a failed one naming what is
+    missing: that error is returned for the caller to raise. A run failing already keeps its
+    own error, with a warning before it naming the missing files."""
+    error = _attempt(before, lambda: write_exports(run_dir, [*events, last]))
+    if error is not None and isinstance(last, Failed):
+        _attempt(lambda: send(RunWarning(message=str(error))))
+        error = None
+    if error is None:
+        error = _attempt(lambda: send(last))
+        if error is None or isinstance(last, Failed):
+            return None
+    failed = Failed(error=type(error).__name__, message=error.message, fix=error.fix,
+                    images=int(getattr(last, "images", 0)))
+    _attempt(lambda: write_exports(run_dir, [*events, failed]), lambda: send(failed))
+    return error

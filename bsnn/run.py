@@ -3,7 +3,8 @@
 `run(config, emit, cancel)` is the only entry point the CLI, the dashboard and detached runs
 use. Every event goes to `<job-dir>/<run-id>/events.jsonl` as it happens (flushed), and to
 `emit`; `cancel()` is checked at least once per batch. Whatever happens, the export files are
-written from the events so far, so a failure or a cancel keeps what was done. The parts live
+written from the events so far, so a failure or a cancel keeps what was done; a file that
+cannot be written makes the run fail, never a silent success. The parts live
 elsewhere: folders in `bsnn.rundir`, devices in `bsnn.devices`, the simulation phase (and the
 merge of torchrun ranks' counters) in `bsnn.simulation`.
 """
@@ -53,7 +54,7 @@ from bsnn.events import (
 )
 from bsnn.models import DEFAULT_ARCH
 from bsnn.options import sim_options_kwargs
-from bsnn.report import summarize, write_exports
+from bsnn.report import end_run, summarize
 from bsnn.rundir import append_results_line, new_run_dir
 from bsnn.simulation import CancelRequested, Simulation
 from bsnn.snn.options import SimOptions
@@ -102,10 +103,14 @@ class _Run:
             self.log = _NullLog()
 
     def send(self, event: Event) -> None:
+        """Keep, log and emit `event`; a log that cannot be written raises RunStorageError
+        after the event is emitted, so the consumers still see it."""
         keep(self.events, event)
-        self.log(event)
-        if self.emit is not None and self.world.main:
-            self.emit(event)
+        try:
+            self.log(event)
+        finally:
+            if self.emit is not None and self.world.main:
+                self.emit(event)
 
     def check_cancel(self) -> None:
         # Under torchrun a cancel is agreed at the simulation's batch boundaries (a rank that
@@ -213,22 +218,24 @@ class _Run:
         self.images = event.images
         self.send(event)
 
-    def finish(self) -> dict[str, Any]:
-        """Exports from the events so far; never raises over the run's own outcome."""
+    def end(self, last: Event, before: Callable[[], object] | None = None) -> None:
+        """Write the run's files, then log `last` (bsnn.report.end_run); RunStorageError when a
+        write failed and the run, recorded as failed, had not failed already."""
+        error = None
         try:
             if self.world.main:
-                write_exports(self.run_dir, self.events)
-        except OSError as e:
-            self.send(RunWarning(message=f"could not write the export files: {e}"))
+                error = end_run(self.run_dir, self.events, last, self.send, before)
+            else:
+                self.send(last)
         finally:
             self.log.close()
             shutdown(self.dist_created)
-        return summarize(self.events)
+        if error is not None:
+            raise error
 
     def fail(self, error: str, message: str, fix: str) -> None:
-        """The `failed` event and the exports; the caller re-raises."""
-        self.send(Failed(error=error, message=message, fix=fix, images=self.images))
-        self.finish()
+        """The `failed` event after the exports; the caller re-raises its own error."""
+        self.end(Failed(error=error, message=message, fix=fix, images=self.images))
 
 
 def check_fits(meta: ModelMeta, info: DatasetInfo) -> None:
@@ -267,27 +274,30 @@ def recorded_stats(mean: Any, std: Any, dataset: str) -> tuple[list[float], list
 
 
 def _completed(state: _Run) -> None:
-    """The run's last event and the original's results line."""
+    """The run's last event, after the original's results line and the exports."""
     summary = summarize(state.events)
-    state.send(Finished(images=state.images, wall_time_s=state.sim_seconds,
-                        final_accuracy=summary["final_accuracy"]))
-    if summary["final_accuracy"] is not None and state.world.main:
-        append_results_line(state.config, state.sim_seconds, 100 * summary["final_accuracy"])
+    accuracy = summary["final_accuracy"]
+    state.end(Finished(images=state.images, wall_time_s=state.sim_seconds,
+                       final_accuracy=accuracy),
+              None if accuracy is None else
+              lambda: append_results_line(state.config, state.sim_seconds, 100 * accuracy))
 
 
 def run(config: RunConfig, emit: Emit | None = None,
         cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run `config`; return the summary (see bsnn.report.summarize).
 
-    Raises BsnnError (after emitting `failed`) on bad input; returns normally when cancelled.
+    Raises BsnnError (after emitting `failed`) on bad input, and RunStorageError when a file
+    of the run (its log, exports or results line) cannot be written; returns normally when
+    cancelled.
     """
     config.validate()
     state = _Run(config, emit, cancel)
     try:
         state.execute()
-        _completed(state)
     except CancelRequested:
-        state.send(Cancelled(images=state.images))
+        state.end(Cancelled(images=state.images))
+        return summarize(state.events)
     except torch.cuda.OutOfMemoryError:
         err = DeviceError(f"CUDA ran out of memory at batch size {config.batch_size}",
                           f"pass a smaller --batch-size, e.g. {max(1, config.batch_size // 2)}")
@@ -302,4 +312,5 @@ def run(config: RunConfig, emit: Emit | None = None,
         state.fail(type(err).__name__, str(err),
                    f"unexpected; the traceback is in {state.run_dir / 'traceback.txt'}")
         raise
-    return state.finish()
+    _completed(state)
+    return summarize(state.events)

@@ -7,6 +7,7 @@ works from any process (even on another host sharing the file system) and needs 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -50,18 +51,35 @@ def new_run_dir(job_dir: str | os.PathLike[str], run_id: str | None = None) -> P
 
 
 def append_results_line(config: RunConfig, seconds: float, accuracy_pct: float) -> Path:
-    """The original conversion.py's CSV line, header written once."""
+    """The original conversion.py's CSV line, header written once. A failed append is undone
+    (no half line is left) and raised as a RunStorageError that gives the line to add."""
     path = Path(config.job_dir) / RESULTS_DIR / config.results_file
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = ",".join(map(str, [config.seed, config.time, config.batch_size, seconds,
                               accuracy_pct])) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # concurrent runs share this file: one header, whole lines
-        f.seek(0, os.SEEK_END)
-        if f.tell() == 0:
-            f.write(RESULTS_HEADER)
-        f.write(line)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # concurrent runs share this file: one header, lines
+            _append(f, line)
+    except OSError as e:
+        raise RunStorageError(f"could not append the results line to {path}: "
+                              f"{e.strerror or e}", f"free disk space (or fix the folder's "
+                              f"permissions), then add this line to it: {line.strip()}") from None
     return path
+
+
+def _append(f: Any, line: str) -> None:
+    """Write `line` (after the header in an empty file) and flush; on an error cut the file
+    back to where it was, so the other runs' lines stay whole."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    try:
+        f.write((RESULTS_HEADER if size == 0 else "") + line)
+        f.flush()
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(f.fileno(), size)
+        raise
 
 
 def request_cancel(run_dir: str | os.PathLike[str]) -> None:
