@@ -9,8 +9,6 @@ options are the CLI's (bsnn.options): the same names, defaults and checks, as ke
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import difflib
 import os
 import socket
@@ -42,14 +40,13 @@ from bsnn.events import (
     Finished,
     Phase,
     RunWarning,
-    SnnCalibration,
     Started,
     keep,
 )
 from bsnn.models import DEFAULT_ARCH
 from bsnn.options import OPTION, check_values, sim_options_kwargs
 from bsnn.report import end_run, summarize
-from bsnn.run import check_fits, conversion_events, recorded_stats
+from bsnn.run import check_fits, conversion_events, recorded_stats, snn_calibrated
 from bsnn.rundir import new_run_dir, new_run_id
 from bsnn.simulation import CancelRequested, Simulation
 from bsnn.snn.network import SpikingNetwork
@@ -324,23 +321,17 @@ def _loader(dataset: Any, config: RunConfig, device: torch.device) -> DataLoader
 
 def _snn_calibrated(stream: _Stream, snn: ConvertedNetwork, config: RunConfig,
                     images: Dataset[Any]) -> Conversion:
-    """Li et al.'s SNN calibration as a CLI run does it, on a copy of the layers (it sets their
-    biases or initial potentials), so that `snn` stays as converted for the next simulate."""
-    from bsnn.conversion.correction import correct_errors
-
-    mode = config.snn_calibration
-    stream.send(Phase(name="snn_calibration",
-                      message=f"{mode} calibration on {len(images)} training images"))
-    network = dataclasses.replace(snn.network,
-                                  layers=[copy.copy(layer) for layer in snn.network.layers])
+    """Li et al.'s SNN calibration as a CLI run does it (bsnn.run.snn_calibrated: on a copy, so
+    that `snn` stays as converted for the next simulate)."""
+    stream.send(Phase(name="snn_calibration", message=f"{config.snn_calibration} calibration "
+                      f"on {len(images)} training images"))
 
     def batches() -> Iterator[torch.Tensor]:
         for x, _ in _loader(images, config, snn.device):
             yield x.to(snn.device, non_blocking=True)
 
     options = SimOptions(**(sim_options_kwargs(config) | {"readout_delay": 0}))
-    errors = correct_errors(network, snn.conversion.ann, batches, options, mode)
-    names = [layer.name for layer in network.spiking]
-    stream.send(SnnCalibration(mode=mode, images=len(images),
-                               error_before=dict(zip(names, errors, strict=True))))
-    return dataclasses.replace(snn.conversion, network=network)
+    conversion, event = snn_calibrated(snn.conversion, batches, len(images), options,
+                                       config.snn_calibration)
+    stream.send(event)
+    return conversion

@@ -11,6 +11,8 @@ merge of torchrun ranks' counters) in `bsnn.simulation`.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import socket
 import traceback
@@ -125,7 +127,7 @@ class _Run:
         inputs = self._load()
         conversion = self._calibrate_thresholds(inputs)
         if c.snn_calibration != "none":
-            self._snn_calibration(conversion, inputs.train_set)
+            conversion = self._snn_calibration(conversion, inputs.train_set)
         self.send(Phase(name="simulate", message=f"{len(inputs.eval_set)} images x {c.time} "
                         f"steps on {self.device}"))
         self.sim_seconds = Simulation(
@@ -185,20 +187,17 @@ class _Run:
             self.send(event)
         return conversion
 
-    def _snn_calibration(self, conversion: Conversion, train_set: Any) -> None:
-        """Li et al.'s SNN calibration on random training images (bsnn.conversion.correction)."""
-        from bsnn.conversion.correction import correct_errors
-
+    def _snn_calibration(self, conversion: Conversion, train_set: Any) -> Conversion:
+        """Li et al.'s SNN calibration on random training images."""
         c = self.config
         images = calibration_subset(train_set, c.snn_calibration_size, seed=c.seed + 1)
         self.send(Phase(name="snn_calibration",
                         message=f"{c.snn_calibration} calibration on {len(images)} training "
                         "images"))
-        errors = correct_errors(conversion.network, conversion.ann, lambda: self._batches(images),
-                                self._sim_options(readout_delay=0), c.snn_calibration)
-        names = [layer.name for layer in conversion.network.spiking]
-        self.send(SnnCalibration(mode=c.snn_calibration, images=len(images),
-                                 error_before=dict(zip(names, errors, strict=True))))
+        calibrated, event = snn_calibrated(conversion, lambda: self._batches(images), len(images),
+                                           self._sim_options(readout_delay=0), c.snn_calibration)
+        self.send(event)
+        return calibrated
 
     def _sim_options(self, **override: Any) -> SimOptions:
         return SimOptions(**(sim_options_kwargs(self.config) | override))
@@ -257,6 +256,22 @@ def conversion_events(conversion: Conversion, percentile: float,
     warnings: list[Event] = [RunWarning(message=m) for m in conversion.warnings]
     return [*warnings, Thresholds(layers=list(conversion.network.describe()),
                                   percentile=percentile, granularity=granularity)]
+
+
+def snn_calibrated(conversion: Conversion, batches: Callable[[], Iterator[torch.Tensor]],
+                   images: int, options: SimOptions, mode: str) -> tuple[Conversion, Event]:
+    """Li et al.'s SNN calibration (bsnn.conversion.correction) on a copy of the network's layers
+    (it sets their biases or initial potentials), so the converted network stays as it was;
+    the calibrated conversion and its `snn_calibration` event. Shared with bsnn.api."""
+    from bsnn.conversion.correction import correct_errors
+
+    network = dataclasses.replace(conversion.network,
+                                  layers=[copy.copy(layer) for layer in conversion.network.layers])
+    errors = correct_errors(network, conversion.ann, batches, options, mode)
+    names = [layer.name for layer in network.spiking]
+    event = SnnCalibration(mode=mode, images=images,
+                           error_before=dict(zip(names, errors, strict=True)))
+    return dataclasses.replace(conversion, network=network), event
 
 
 def _trained_stats(raw: dict[str, Any], dataset: str) -> tuple[list[float], list[float]] | None:
