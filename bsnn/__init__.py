@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["ConvertedNetwork", "__version__", "convert", "load_model", "simulate"]
+__all__ = ["ConvertedNetwork", "__version__", "convert", "from_nir", "load_model", "simulate",
+           "to_nir"]
 _API = ("ConvertedNetwork", "convert", "load_model", "simulate")
+_NIR = ("from_nir", "to_nir")  # bsnn.nirio: NIR export and import
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +21,10 @@ def __getattr__(name: str) -> Any:
         from bsnn import api
 
         return getattr(api, name)
+    if name in _NIR:
+        from bsnn import nirio
+
+        return getattr(nirio, name)
     raise AttributeError(f"module 'bsnn' has no attribute {name!r}")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from bsnn.errors import BsnnError, ConfigError
 
-SUBCOMMANDS = ("train", "convert", "sweep", "info", "report", "runs", "cancel", "bench")
+SUBCOMMANDS = ("train", "convert", "sweep", "info", "report", "runs", "cancel", "bench", "export")
 
 EXIT_CODES = """exit codes:
   0    finished (for --detach: the run started)
