@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bsnn.bench import PeakMemory
+from bsnn.bench import PeakMemory, has_spikingjelly, timed_in_turns
 from bsnn.cli import main
 
 
@@ -38,8 +38,9 @@ def test_bench_engine_quick_writes_every_figure(tmp_path: Path) -> None:
     assert main(["bench", "engine", "--quick", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     cpu = {k: v for k, v in figures.items() if k != "devices"}
-    assert set(cpu) == {"device", "arch", "batch", "time_steps", "spike_count_mismatch",
-                        "calibration_tensor_mb", *MEASURED}
+    assert set(cpu) == {"device", "arch", "binary", "width", "batch", "time_steps", "times_s",
+                        "spike_count_mismatch", "calibration_tensor_mb", *MEASURED}
+    assert set(cpu["times_s"]) == {"engine", "dense"}
     assert (cpu["device"], cpu["arch"], cpu["batch"], cpu["time_steps"]) == ("cpu", "vgg8ab", 8, 16)
     assert figures["devices"][0] == cpu
     assert [d["device"] for d in figures["devices"]] == ["cpu"] + (
@@ -53,3 +54,26 @@ def test_bench_engine_quick_writes_every_figure(tmp_path: Path) -> None:
     assert cpu["spike_count_mismatch"] == 0  # the engine and bindsnet agree spike for spike
     assert cpu["calibration_tensor_mb"] == 32 * 64 * 112 * 112 * 4 / 2**20  # 98 MB, float32
     assert cpu["calibration_peak_mb"] < cpu["calibration_tensor_mb"]  # no full copy
+
+
+def test_contenders_are_timed_in_turns() -> None:
+    """Each round runs every contender once, in order, after one warm-up each."""
+    calls: list[str] = []
+    times = timed_in_turns({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                           torch.device("cpu"), repeat=3)
+    assert calls == ["a", "b"] * 4
+    assert [len(t) for t in times.values()] == [3, 3]
+
+
+@pytest.mark.skipif(not has_spikingjelly(), reason="SpikingJelly (the bench extra) is not "
+                    "installed")
+def test_bench_engine_with_spikingjelly(tmp_path: Path) -> None:
+    """SpikingJelly is timed in turns with the engine on the same network, batch and T."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "engine", "--quick", "--no-bindsnet", "--spikingjelly",
+                 "--device", "cpu", "--json", str(out)]) == 0
+    cpu = json.loads(out.read_text())
+    assert set(cpu["times_s"]) == {"engine", "dense", "spikingjelly"}
+    assert cpu["engine_over_spikingjelly_speed"] == pytest.approx(
+        cpu["engine_img_steps_per_s"] / cpu["spikingjelly_img_steps_per_s"], rel=1e-9)
+    assert len(cpu["devices"]) == 1

@@ -32,7 +32,7 @@ from bsnn.conversion import chain_forward, convert
 from bsnn.errors import ConfigError
 from bsnn.models import BinaryConv2d, BinaryLinear, build_model
 from bsnn.snn import options as sim_options
-from bsnn.snn.engine import Engine
+from bsnn.snn.engine import Engine, HalfCurrent
 from bsnn.snn.network import SpikingLayer, SpikingNetwork
 from bsnn.snn.options import SimOptions
 
@@ -202,6 +202,21 @@ def test_engine_equals_reference(net_name: str, variant: str, granularity: str,
         _assert_same(counts, ref, f"time_chunk={chunk}")
 
 
+@pytest.mark.parametrize(("net_name", "propagation"),
+                         [("linear", "same-step"), ("linear", "delayed"),
+                          ("max-pool", "same-step"), ("vgg6ab", "delayed")])
+def test_exact_float16_equals_reference(net_name: str, propagation: str) -> None:
+    """precision fp16: the +-1 layers of --binary-weights sign in float16 give the reference's
+    counts exactly; at least one layer of each case takes the float16 path."""
+    case = _case(net_name, "binary-sign", "layer")
+    ref = simulate(case.net, case.x, case.labels, T, propagation)
+    engine = Engine(case.net, SimOptions(T, propagation, precision="fp16"))
+    counts = engine.run_batch(case.x, case.labels)
+    assert any(isinstance(f, HalfCurrent) for f in engine.currents(case.x.device)), \
+        "no layer took the float16 path"
+    _assert_same(counts, ref, "precision fp16")
+
+
 def test_cases_are_not_degenerate() -> None:
     """Every layer of every test network spikes, and the readout gets some images right and some
     wrong, its count changing over the steps on some networks, so the exact comparisons above
@@ -312,7 +327,7 @@ BAD_OPTIONS = [
     ("time", 0), ("time", -3), ("time", sim_options.MAX_TIME + 1), ("time", 2.0),
     ("time", True), ("readout_delay", -1), ("readout_delay", T), ("readout_delay", 1.5),
     ("time_chunk", 0), ("time_chunk", -1), ("time_chunk", 2.0), ("seed", 1.0), ("seed", "7"),
-    ("seed", False),
+    ("seed", False), ("precision", "bf16"), ("precision", "FP16"),
 ]
 
 

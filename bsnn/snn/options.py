@@ -14,6 +14,10 @@ PROPAGATIONS = ("same-step", "delayed")  # delayed: a step per layer of the orig
 RESETS = ("subtract", "zero")
 INITIAL_POTENTIALS = ("zero", "half")  # half: theta / 2
 ENCODINGS = ("constant", "poisson")
+# auto: fp32, but on CUDA the +-1 layers fed 0/1 spikes take float16, which is exact there;
+# fp16: the same on any device (slow on CPUs without float16 units); fp32: float32 everywhere;
+# tf32: auto plus TF32 on the full-precision layers (CUDA; not exact)
+PRECISIONS = ("auto", "fp32", "fp16", "tf32")
 MAX_TIME = 100_000  # beyond this a T is almost surely a typo (and exhausts patience)
 
 
@@ -29,10 +33,12 @@ class SimOptions:
     seed: int = 0
     readout_delay: int = 0  # output ignores the first k steps (their currents are transients)
     time_chunk: int | None = None  # steps per chunk; None: chosen from a memory budget
+    precision: str = "auto"  # one of PRECISIONS
 
     def __post_init__(self) -> None:
         for name, allowed in (("propagation", PROPAGATIONS), ("reset", RESETS),
-                              ("v0", INITIAL_POTENTIALS), ("encoding", ENCODINGS)):
+                              ("v0", INITIAL_POTENTIALS), ("encoding", ENCODINGS),
+                              ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} {getattr(self, name)!r} is not known",
                                   f"use one of: {', '.join(allowed)}")
