@@ -3,6 +3,8 @@
 The producer (the engine in a worker thread, or `follow` tailing a log) appends events under a lock
 and never waits on the UI; screens poll the feed a few times a second and redraw only when it
 changed. So a fast engine cannot flood the event loop, and a slow terminal cannot slow the run.
+A batch's counters are cumulative, so each replaces the one before (bsnn.events.keep): the feed
+of a run of any length holds a few dozen events, not one per batch.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bsnn.errors import BsnnError
-from bsnn.events import Event, Failed, Started
+from bsnn.events import Event, Failed, Started, keep
 
 ERROR_LOG = "tui-error.log"
 
@@ -46,6 +48,7 @@ class RunFeed:
     def __init__(self, run_dir: Path | None = None) -> None:
         self._lock = threading.Lock()
         self._events: list[Event] = []
+        self._received = 0
         self.run_dir = run_dir
         self.problem: Problem | None = None
         self.active = False  # a producer is still appending
@@ -55,16 +58,20 @@ class RunFeed:
         """Called by the producer for each event; `started` tells a live run where its folder
         is (a folder opened from disk keeps its own path: the log may have been moved)."""
         with self._lock:
-            self._events.append(event)
+            keep(self._events, event)
+            self._received += 1
             if self.run_dir is None and isinstance(event, Started) and event.run_dir:
                 self.run_dir = Path(event.run_dir)
 
     def __len__(self) -> int:
+        """Events received so far (those kept are fewer): it grows with every batch, so a screen
+        that compares it between ticks sees each one."""
         with self._lock:
-            return len(self._events)
+            return self._received
 
     def events(self) -> list[Event]:
-        """A copy of the events so far, for summarize() to read while the producer appends."""
+        """A copy of the events kept so far (the latest batch's counters stand for all batches
+        before it), for summarize() to read while the producer appends."""
         with self._lock:
             return list(self._events)
 

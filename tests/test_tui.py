@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from test_tui_support import FakeEngine, fake_events, wait_for, write_run
 from textual.pilot import Pilot
-from textual.widgets import Input, Select, Static
+from textual.widget import Widget
+from textual.widgets import Input, Label, Select, Static
 
 from bsnn.config import RunConfig
 from bsnn.detach import wait_until_done
@@ -35,7 +37,10 @@ from bsnn_tui.options import build_parser, serve_command
 from bsnn_tui.screens.run import RunScreen
 from bsnn_tui.screens.runs import RunsScreen
 from bsnn_tui.screens.setup import SetupScreen
-from bsnn_tui.widgets.accuracy import AccuracyPlot
+from bsnn_tui.widgets.accuracy import PLOT_S, AccuracyPlot
+from bsnn_tui.widgets.heatmap import RateHeatmap
+from bsnn_tui.widgets.rates import FiringRateBars
+from bsnn_tui.widgets.thresholds import ThresholdsTable
 
 
 def _has_bundled_digits() -> bool:
@@ -579,3 +584,63 @@ async def test_quitting_leaves_a_detached_run_going_and_the_runs_screen_reattach
         assert screen.summary["images"] < screen.summary["images_total"]
     assert wait_until_done(run_dir, timeout_s=30) == "cancelled"
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "cancelled"
+
+
+# -- watching is cheap --------------------------------------------------------------------------
+
+
+def test_the_feed_keeps_the_last_batch_only_and_counts_every_event(tmp_path: Path) -> None:
+    events = fake_events(tmp_path / "run", batches=6)
+    feed = RunFeed()
+    for event in events:
+        feed.append(event)
+    assert len(feed) == len(events)  # a screen sees every batch arrive
+    assert len(feed.events()) == len(events) - 5  # but six batches are kept as one
+    assert summarize(feed.events()) == summarize(events)
+
+
+@pytest.mark.asyncio
+async def test_a_redraw_with_nothing_new_repaints_no_panel(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    feed = RunFeed()
+    for event in fake_events(tmp_path / "run"):
+        feed.append(event)
+    app = BsnnApp(RunConfig(job_dir=str(tmp_path)))
+    async with app.run_test() as pilot:
+        screen = RunScreen(feed)
+        await app.push_screen(screen)
+        await pilot.pause(0.5)
+        panels = (AccuracyPlot, ThresholdsTable, FiringRateBars, RateHeatmap, Label)
+        refreshed: list[str] = []
+        refresh = Widget.refresh
+
+        def counted(self: Widget, *args: Any, **kwargs: Any) -> Widget:
+            if isinstance(self, panels):
+                refreshed.append(type(self).__name__)
+            return refresh(self, *args, **kwargs)
+
+        monkeypatch.setattr(Widget, "refresh", counted)
+        screen._state = None  # as the periodic re-check does: summarize and show again
+        screen.redraw()
+        assert refreshed == []
+
+
+@pytest.mark.asyncio
+async def test_a_live_curve_is_redrawn_at_most_once_per_plot_interval(tmp_path: Path) -> None:
+    events = fake_events(tmp_path / "run", batches=5)
+    batches = [i for i, e in enumerate(events) if isinstance(e, BatchDone)]
+    live = [summarize(events[:i + 1]) | {"status": "running"} for i in batches]
+    app = BsnnApp(RunConfig(job_dir=str(tmp_path)))
+    async with app.run_test() as pilot:
+        plot = AccuracyPlot()
+        await app.screen.mount(plot)
+        await pilot.pause()
+        for summary in live:  # five batches within far less than PLOT_S
+            plot.show_run(summary)
+        assert plot.curves[0][1] == live[0]["accuracy_per_step"]  # the first at once
+        await pilot.pause(PLOT_S + 0.5)
+        assert plot.curves[0][1] == live[-1]["accuracy_per_step"]  # then the latest only
+        builds = plot.builds
+        plot.border_subtitle = "repainted"
+        await pilot.pause()
+        assert plot.builds == builds  # a repaint reuses the figure

@@ -43,36 +43,50 @@ class RateHeatmap(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._rows: list[list[float] | None] = []
+        self._lines: list[Text] = []  # what is on screen, at the width it was made for
+        self._width = -1
 
     def show(self, summary: dict[str, Any]) -> None:
-        self._rows = [layer["firing_rate_per_step"] for layer in summary["layers"]]
-        self.refresh(layout=True)
+        """Repaint only when a cell, the scale or the layers changed: the rates of a long run
+        move less each batch than one shade can show."""
+        rows = [layer["firing_rate_per_step"] for layer in summary["layers"]]
+        resized = len(rows) != len(self._rows)
+        lines = heatmap_lines(rows, self.size.width)
+        self._rows = rows
+        if resized or lines != self._lines:
+            self._lines, self._width = lines, self.size.width
+            self.refresh(layout=resized)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return len(self._rows) + 2  # a header and a footer line, as the tables beside it
 
     def render(self) -> RenderableType:
-        """One line per row of the tables beside it; every line cropped, never wrapped, so the
-        rows stay aligned with theirs."""
-        width = self.size.width
-        rated = [r for r in self._rows if r]
-        steps = max((len(r) for r in rated), default=0)
-        top = max((max(r) for r in rated), default=0.0)
-        spans = bins(steps, width) if steps else []
-        lines = [Text(f"rate at t=1…{steps}" if steps else "rate per step", style="bold")]
-        for per_step in self._rows:
-            line = Text()
-            if per_step and top > 0:
-                for a, b in spans:
-                    line.append(*cell(sum(per_step[a:b]) / (b - a) / top))
-            lines.append(line)
-        legend = Text("after the first batch", style="dim")
-        if rated:
-            legend = Text("0 ", style="dim")
-            for i in range(len(RAMP)):
-                legend.append(*cell(i / (len(RAMP) - 1)))
-            legend.append(f" {top:.3f}", style="dim")
-        lines.append(legend)
-        for line in lines:
-            line.truncate(width)
-        return Text("\n").join(lines)
+        if self.size.width != self._width:
+            self._lines, self._width = heatmap_lines(self._rows, self.size.width), self.size.width
+        return Text("\n").join(self._lines)
+
+
+def heatmap_lines(rows: list[list[float] | None], width: int) -> list[Text]:
+    """One line per row of the tables beside it; every line cropped, never wrapped, so the
+    rows stay aligned with theirs."""
+    rated = [r for r in rows if r]
+    steps = max((len(r) for r in rated), default=0)
+    top = max((max(r) for r in rated), default=0.0)
+    spans = bins(steps, width) if steps else []
+    lines = [Text(f"rate at t=1…{steps}" if steps else "rate per step", style="bold")]
+    for per_step in rows:
+        line = Text()
+        if per_step and top > 0:
+            for a, b in spans:
+                line.append(*cell(sum(per_step[a:b]) / (b - a) / top))
+        lines.append(line)
+    legend = Text("after the first batch", style="dim")
+    if rated:
+        legend = Text("0 ", style="dim")
+        for i in range(len(RAMP)):
+            legend.append(*cell(i / (len(RAMP) - 1)))
+        legend.append(f" {top:.3f}", style="dim")
+    lines.append(legend)
+    for line in lines:
+        line.truncate(width)
+    return lines

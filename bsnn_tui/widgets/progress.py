@@ -49,6 +49,7 @@ class RunProgress(Vertical):
     RunProgress { height: auto; }
     RunProgress Horizontal { height: 1; }
     RunProgress #status { width: auto; margin-right: 1; }
+    RunProgress #figures { width: 1fr; }
     RunProgress ProgressBar { width: 1fr; }
     RunProgress #problem { color: $error; height: auto; }
     """
@@ -61,7 +62,8 @@ class RunProgress(Vertical):
         yield Static(id="problem")
 
     def show(self, summary: dict[str, Any], problem: Problem | None, active: bool) -> None:
-        """`problem`: why the producer stopped, if it did not say so in the log itself."""
+        """`problem`: why the producer stopped, if it did not say so in the log itself. Only
+        what changed is repainted, and laid out again only when its size may have changed."""
         status = summary["status"]
         if status in ("running", "interrupted") and problem is not None:
             status = "failed"  # stopped by an error before its log could say so
@@ -71,14 +73,34 @@ class RunProgress(Vertical):
                               f" {summary['run_id'] or ''}")
         if summary["phase"] and status == "running":
             title.append(f" · {summary['phase']}", style="dim")
-        self.query_one("#status", Label).update(title)
+        relabel(self.query_one("#status", Label), title)
         # an empty bar, not the indeterminate one, until the total is known: its animation
         # repaints many times a second, CPU the engine could use
         self.query_one("#bar", ProgressBar).update(total=summary["images_total"] or 1,
                                                    progress=summary["images"])
-        self.query_one("#figures", Label).update(throughput_line(summary))
+        relabel(self.query_one("#figures", Label), Text(throughput_line(summary)))
         box = self.query_one("#problem", Static)
         box.display = problem is not None
         if problem is not None:
-            box.update(Text.assemble(("✗ ", "bold"), problem.message, "\n",
-                                     ("fix: ", "bold"), problem.fix))
+            relabel(box, Text.assemble(("✗ ", "bold"), problem.message, "\n",
+                                       ("fix: ", "bold"), problem.fix))
+
+
+def relabel(label: Static, text: Text) -> None:
+    """Show `text` unless it is shown already, laying the screen out again (which redoes every
+    panel) only when the label's size may change."""
+    shown = label.content
+    if isinstance(shown, Text) and shown == text:
+        return
+    label.update(text, layout=resizes(label, shown, text))
+
+
+def resizes(label: Static, old: object, new: Text) -> bool:
+    """Whether `new` may need another size than `old`: a label as wide as its text when the
+    length changes, a label of fixed width when either text no longer fits on one line."""
+    if not isinstance(old, Text) or "\n" in old.plain + new.plain:
+        return True
+    width = label.styles.width
+    if width is None or width.is_auto:
+        return old.cell_len != new.cell_len
+    return max(old.cell_len, new.cell_len) > label.content_size.width

@@ -7,7 +7,8 @@ from typing import Any
 
 from rich.table import Table
 from rich.text import Text
-from textual.widgets import Static
+
+from bsnn_tui.widgets.thresholds import CellsTable
 
 BAR_WIDTH = 10
 
@@ -21,20 +22,28 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> Text:
 
 
 def rate(x: float | None) -> str:
-    return "—" if x is None else f"{x:.3f}"
+    """Three decimals; the dash before the first batch is as wide, so the table keeps its
+    size (and the screen its layout) when the figures arrive."""
+    return "—".rjust(5) if x is None else f"{x:.3f}"
 
 
-class FiringRateBars(Static):
+class FiringRateBars(CellsTable):
     """Spikes per neuron per step, each layer's bar scaled to the busiest layer."""
 
     def show(self, summary: dict[str, Any]) -> None:
         layers = summary["layers"]
         top = max((layer["firing_rate"] or 0.0 for layer in layers), default=0.0)
-        table = Table(box=None, padding=(0, 0, 0, 1), show_edge=False, show_footer=True)
-        table.add_column("mean rate", f"max {rate(top)}", no_wrap=True, width=BAR_WIDTH)
-        table.add_column("SNN", justify="right", no_wrap=True)
-        table.add_column("ANN", justify="right", no_wrap=True)
-        for layer in layers:
-            r = layer["firing_rate"]
-            table.add_row(bar(r / top if r and top else 0.0), rate(r), rate(layer["ann_rate"]))
-        self.update(table)
+        rows = tuple((bar(r / top if r and top else 0.0).plain, rate(r), rate(layer["ann_rate"]))
+                     for layer in layers for r in (layer["firing_rate"],))
+        footer = (f"max {rate(top)}", "", "")
+
+        def table() -> Table:
+            t = Table(box=None, padding=(0, 0, 0, 1), show_edge=False, show_footer=True)
+            t.add_column("mean rate", footer[0], no_wrap=True, width=BAR_WIDTH)
+            t.add_column("SNN", justify="right", no_wrap=True)
+            t.add_column("ANN", justify="right", no_wrap=True)
+            for bars, snn, ann in rows:
+                t.add_row(Text(bars, style="cyan"), snn, ann)
+            return t
+
+        self.paint((("mean rate", "SNN", "ANN"), *rows, footer), table)
