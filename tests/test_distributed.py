@@ -120,8 +120,9 @@ def _group_worker(rank: int, size: int, port: int, job: str, out: str) -> None:
     from dataclasses import replace
 
     from bsnn import distributed
+    from bsnn.recipes import PRESETS
     from bsnn.snn.engine import Engine
-    from bsnn.train import PRESETS, train
+    from bsnn.train import train
 
     created = distributed.init_from_env(torch.device("cpu"))
     report: dict[str, Any] = {}

@@ -23,7 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bsnn", "bsnn_tui")
-LIGHT = ("bsnn.config", "bsnn.options", "bsnn.snn.options")  # must not load torch & co.
+LIGHT = ("bsnn.config", "bsnn.options", "bsnn.snn.options", "bsnn.recipes", "bsnn.energy",
+         "bsnn.diagnostics", "bsnn.report")  # must not load torch & co.
 HEAVY = ("torch", "textual", "rich")
 
 
@@ -197,3 +198,14 @@ def test_light_module_loads_no_heavy_package(module: str) -> None:
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [], f"importing {module} loaded {done.stdout.strip()}"
+
+
+def test_building_the_cli_loads_no_torch() -> None:
+    """Every `bsnn` command builds the whole parser first: a torch import there would keep a
+    user in front of a silent terminal for seconds (a detached start, `--help`)."""
+    code = ("import sys\nfrom bsnn.cli import build_parser\nbuild_parser()\n"
+            "print(' '.join(m for m in ('torch', 'numpy', 'nir') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"building the parser loaded {done.stdout.strip()}"

@@ -20,10 +20,9 @@ from bsnn.data import load_split, make_loader
 from bsnn.errors import CheckpointError, ConfigError, DeviceError
 from bsnn.models import build_model
 from bsnn.models.binary import XnorBinOp, binary_layers
+from bsnn.recipes import PRESETS, Recipe
 from bsnn.train import (
-    PRESETS,
     EpochResult,
-    Recipe,
     _train_epoch,
     apply_schedule,
     evaluate,

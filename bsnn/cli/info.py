@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from bsnn.checkpoint import (
-    FORMAT,
-    ModelMeta,
-    is_binary_state,
-    read_checkpoint,
-    resolve_model_path,
-    weight_layers,
-)
+if TYPE_CHECKING:
+    import torch
 
 
 def register(subparsers: Any) -> None:
@@ -37,6 +29,15 @@ def register(subparsers: Any) -> None:
 
 def describe(model: str) -> dict[str, Any]:
     """Everything `info` shows, as plain JSON-able data."""
+    from bsnn.checkpoint import (  # torch: only when a checkpoint is read
+        FORMAT,
+        ModelMeta,
+        is_binary_state,
+        read_checkpoint,
+        resolve_model_path,
+        weight_layers,
+    )
+
     path = resolve_model_path(model)
     raw = read_checkpoint(model)
     state: dict[str, torch.Tensor] = raw["state_dict"]

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from bsnn import train as training
 from bsnn.cli.progress import progress_bar
-from bsnn.distributed import world
-from bsnn.models.binary import BINARIZE_MODES
 from bsnn.options import TRAIN_OPTIONS, TRAIN_UNSET, add_arguments, check_values, values_from_args
-from bsnn.train import OPTIMIZERS, PRESETS, BatchProgress, EpochResult, Recipe, TrainStart
+from bsnn.recipes import BINARIZE_MODES, OPTIMIZERS, PRESETS, Recipe, preset
+
+if TYPE_CHECKING:  # the training module loads torch: only when a training runs
+    from bsnn.train import TrainEvent, TrainStart
 
 # The recipe fields that a flag given on the command line overrides: those of the run options
 # train shares (bsnn.options.TRAIN_OPTIONS) and train's own.
@@ -73,7 +73,7 @@ def register(subparsers: Any) -> None:
 def base_recipe(args: argparse.Namespace) -> Recipe:
     """The preset named, or the data set's own, or the CPU-sized one for an image folder."""
     if args.preset:
-        return training.preset(args.preset)
+        return preset(args.preset)
     dataset = args.dataset or "digits"
     kind = "binary" if args.binary else "fp"
     if f"{dataset}-{kind}" in PRESETS:
@@ -96,6 +96,9 @@ def overrides(args: argparse.Namespace, values: dict[str, Any]) -> dict[str, Any
 
 
 def main(args: argparse.Namespace) -> int:
+    from bsnn import train as training
+    from bsnn.distributed import world
+
     values = run_options(args)
     changes = overrides(args, values)
     recipe = replace(base_recipe(args), **changes)
@@ -132,7 +135,9 @@ class TrainPrinter:
         self.bar = bar
         self.tasks: dict[int, TaskID] = {}
 
-    def __call__(self, event: training.TrainEvent) -> None:
+    def __call__(self, event: TrainEvent) -> None:
+        from bsnn.train import BatchProgress, EpochResult, TrainStart
+
         if isinstance(event, TrainStart):
             self.started(event)
         elif isinstance(event, BatchProgress):

@@ -41,9 +41,6 @@ class _SignSTE(torch.autograd.Function):
         return grad * (w.abs() <= 1).to(grad.dtype)
 
 
-BINARIZE_MODES = ("ste", "xnor")
-
-
 def weight_signs(weight: torch.Tensor) -> torch.Tensor:
     """+-1 per weight (0 counts as +1), as int8."""
     return torch.where(weight >= 0, 1, -1).to(torch.int8)
