@@ -25,7 +25,14 @@ from bsnn.checkpoint import load_model as load_checkpoint
 from bsnn.config import RunConfig
 from bsnn.conversion import Conversion
 from bsnn.conversion import convert as convert_chain
-from bsnn.data import calibration_subset, eval_subset, load_split, make_loader, normalization
+from bsnn.data import (
+    DatasetInfo,
+    calibration_subset,
+    eval_subset,
+    load_split,
+    make_loader,
+    normalization,
+)
 from bsnn.devices import resolve_device
 from bsnn.distributed import World
 from bsnn.errors import BsnnError, ConfigError, DataError
@@ -46,7 +53,14 @@ from bsnn.events import (
 from bsnn.models import DEFAULT_ARCH
 from bsnn.options import OPTION, check_values, sim_options_kwargs
 from bsnn.report import end_run, summarize
-from bsnn.run import check_fits, conversion_events, recorded_stats, snn_calibrated
+from bsnn.run import (
+    check_fits,
+    conversion_events,
+    data_source,
+    recorded_stats,
+    resolved_record,
+    snn_calibrated,
+)
 from bsnn.rundir import new_run_dir, new_run_id
 from bsnn.simulation import CancelRequested, Simulation
 from bsnn.snn.network import SpikingNetwork
@@ -58,7 +72,8 @@ CONVERT_OPTIONS = ("data", "normalize", "device", "percentile", "batch_size", "n
                    "snn_calibration_size", "val_split", "image_size")
 SIMULATE_OPTIONS = ("data", "normalize", "device", "time", "batch_size", "eval_size", "seed",
                     "readout_delay", "propagation", "reset", "v0", "encoding", "backend",
-                    "job_dir", "run_id", "val_split", "image_size")
+                    "job_dir", "run_id", "val_split", "image_size", "precision",
+                    "energy_mac_pj", "energy_ac_pj", "energy_binary_pj")
 Model = str | os.PathLike[str] | nn.Module
 
 
@@ -138,7 +153,7 @@ def _name_of(data: Any, o: Mapping[str, Any]) -> str | None:
 
 
 def _named_split(name: str, split: str, meta: ModelMeta | None,
-                 o: Mapping[str, Any]) -> Dataset[Any]:
+                 o: Mapping[str, Any]) -> tuple[Dataset[Any], DatasetInfo]:
     """A data set's split normalised as a CLI run would: `normalize`, else the statistics the
     model was trained with, else the data set's own; checked against the model."""
     stats = normalization(name, o["normalize"] or (
@@ -147,7 +162,7 @@ def _named_split(name: str, split: str, meta: ModelMeta | None,
                               image_size=o["image_size"], normalize=stats)
     if meta is not None:
         check_fits(meta, info)
-    return images
+    return images, info
 
 
 def _as_dataset(data: Any, labelled: bool) -> Dataset[Any]:
@@ -178,7 +193,7 @@ def convert(model: Model, calibration: Any, **options: Any) -> ConvertedNetwork:
     name = _name_of(calibration, o)
     net = load_model(model, dataset=name, data=o["data"])
     meta = getattr(net, "meta", None)
-    images = (_named_split(name, "train", meta, o) if name is not None
+    images = (_named_split(name, "train", meta, o)[0] if name is not None
               else _as_dataset(calibration, labelled=False))
     subset = calibration_subset(images, o["norm"], seed=o["seed"])
     net.to(device)
@@ -241,12 +256,12 @@ class _Stream:
 
 
 def _eval_set(data: Any, snn: ConvertedNetwork,
-              o: Mapping[str, Any]) -> tuple[Any, str | None, list[Event]]:
-    """The images to judge on, the first `eval_size` of them; the data set's name; the CLI's
-    warning when there are fewer."""
+              o: Mapping[str, Any]) -> tuple[Any, DatasetInfo | None, list[Event]]:
+    """The images to judge on, the first `eval_size` of them; the data set's info (None for
+    data given in memory); the CLI's warning when there are fewer."""
     name = _name_of(data, o)
-    images = (_named_split(name, "val", snn.meta, o) if name is not None
-              else _as_dataset(data, labelled=True))
+    images, info = (_named_split(name, "val", snn.meta, o) if name is not None
+                    else (_as_dataset(data, labelled=True), None))
     if len(images) == 0:
         raise DataError(f"the {name or 'given'} evaluation data is empty",
                         "pass at least one image" if name is None else "check --data")
@@ -255,7 +270,21 @@ def _eval_set(data: Any, snn: ConvertedNetwork,
         warnings.append(RunWarning(message=f"eval size {o['eval_size']} is larger than the "
                                    f"{len(images)} images of {name or 'the data'}; using all "
                                    "of them"))
-    return eval_subset(images, o["eval_size"]), name, warnings
+    return eval_subset(images, o["eval_size"]), info, warnings
+
+
+def _resolved(snn: ConvertedNetwork, config: RunConfig,
+              info: DatasetInfo | None) -> dict[str, Any]:
+    """The run's resolved record, as a CLI run's (bsnn.run.resolved_record), for its Started."""
+    origin = {"data_path": "given to simulate() in memory"} if info is None else {}
+    if info is not None and info.name == "digits":
+        origin["data_path"] = "bundled"
+    if snn.meta is None:
+        origin["arch"] = "an nn.Module without bsnn metadata"
+    record = resolved_record(str(config.model), snn.meta, info,
+                             None if info is None else data_source(info.name, config.data),
+                             snn.device, origin)
+    return {k: v for k, v in record.to_dict().items() if k not in ("type", "time", "seq")}
 
 
 def _config(snn: ConvertedNetwork, dataset: str | None, o: Mapping[str, Any]) -> RunConfig:
@@ -277,11 +306,12 @@ def simulate(snn: ConvertedNetwork, data: Any, /, *, on_event: Emit | None = Non
     if device != snn.device:
         raise ConfigError(f"the network was converted on {snn.device}, simulate asks for "
                           f"{device}", f"pass device={str(device)!r} to convert too")
-    images, dataset, warnings = _eval_set(data, snn, o)
-    config = _config(snn, dataset, o)
+    images, info, warnings = _eval_set(data, snn, o)
+    config = _config(snn, None if info is None else info.name, o)
     stream = _Stream(o["job_dir"], o["run_id"], on_event)
     try:
-        last: Event = _run(stream, snn, config, images, warnings, cancel or (lambda: False))
+        last: Event = _run(stream, snn, config, images, warnings, cancel or (lambda: False),
+                           _resolved(snn, config, info))
     except CancelRequested:
         last = Cancelled(images=stream.images)
     except BsnnError as err:
@@ -292,12 +322,13 @@ def simulate(snn: ConvertedNetwork, data: Any, /, *, on_event: Emit | None = Non
 
 
 def _run(stream: _Stream, snn: ConvertedNetwork, config: RunConfig, images: Any,
-         warnings: list[Event], cancel: Callable[[], bool]) -> Finished:
+         warnings: list[Event], cancel: Callable[[], bool],
+         resolved: dict[str, Any] | None = None) -> Finished:
     """The events of a CLI run from `started` on, the loading and conversion done; the
     `finished` event to end it with."""
     stream.send(Started(run_id=stream.run_id, run_dir=str(stream.run_dir or ""),
                         config=config.to_dict(), device=str(snn.device), versions=versions(),
-                        pid=os.getpid(), host=socket.gethostname()))
+                        pid=os.getpid(), host=socket.gethostname(), resolved=resolved))
     for event in warnings + conversion_events(snn.conversion, config.percentile,
                                               config.threshold_granularity):
         stream.send(event)

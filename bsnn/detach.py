@@ -7,6 +7,8 @@ cancel marker appears (`bsnn.rundir.request_cancel`).
 
 The API, shared by the CLI and the dashboard:
   start_detached(config)         spawn the engine; returns the run dir once the run has started
+                                 (spawn_engine, then await_engine, for a caller that reports
+                                 each event on the way or stops waiting on Ctrl-C)
   wait_until_done(run_dir, ...)  block until the run has ended (or the timeout passes)
 """
 
@@ -21,13 +23,24 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bsnn import errors
 from bsnn.config import RunConfig
 from bsnn.errors import BsnnError, RunStorageError
-from bsnn.events import TERMINAL, BatchDone, Event, Failed, Phase, Started, describe, keep
+from bsnn.events import (
+    TERMINAL,
+    BatchDone,
+    Emit,
+    Event,
+    Failed,
+    Phase,
+    Started,
+    describe,
+    keep,
+)
 from bsnn.report import pid_alive, summarize
 from bsnn.rundir import cancel_requested, new_run_id, run_events, run_status
 
@@ -90,17 +103,29 @@ def _error_from(event: Failed) -> BsnnError:
     return err
 
 
+@dataclass
+class Engine:
+    """A detached engine just spawned: its process, its run dir and its early log."""
+
+    proc: subprocess.Popen[bytes]
+    run_dir: Path
+    early_log: Path
+
+
 def start_detached(config: RunConfig, wait_for: str | None = "simulate",
-                   timeout_s: float = 300.0) -> Path:
+                   timeout_s: float = 300.0, on_event: Emit | None = None) -> Path:
     """Start `config` as an engine process of its own; return its run dir (absolute).
 
-    The cheap checks (options, device, model path, job dir) run here, so a typo fails at once.
-    With `wait_for` (a phase name), this also waits until the run reaches that phase: by
-    `simulate` the model, data and conversion have been checked, so bad input raises its
-    BsnnError here instead of ending up only in the run's log. With None it returns as soon as
-    the run has written its first event. Raises BsnnError if the engine dies first, with the end
-    of its `engine.log`.
+    `spawn_engine`, then `await_engine`: the cheap checks fail at once, bad input in the model
+    or data raises its BsnnError here (by `simulate`), and `on_event` sees each event as it
+    appears, so the caller can say what the engine is doing.
     """
+    return await_engine(spawn_engine(config), wait_for, timeout_s, on_event)
+
+
+def spawn_engine(config: RunConfig) -> Engine:
+    """The cheap checks (options, device, model path, job dir), then the engine process, in a
+    session of its own: a Ctrl-C in the caller's terminal never reaches it."""
     from bsnn.checkpoint import resolve_model_path
     from bsnn.devices import resolve_device
 
@@ -131,10 +156,19 @@ def start_detached(config: RunConfig, wait_for: str | None = "simulate",
     # A long-lived caller (the dashboard, a test) reaps the engine when it ends, so that a
     # killed engine does not linger as a zombie that still looks alive.
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    return Engine(proc, run_dir, early_log)
 
-    logs = [run_dir / ENGINE_LOG, early_log]
-    deadline = time.monotonic() + timeout_s
-    for event in _watch(run_dir, proc, deadline):
+
+def await_engine(engine: Engine, wait_for: str | None = "simulate", timeout_s: float = 300.0,
+                 on_event: Emit | None = None) -> Path:
+    """Wait until the engine's run reaches phase `wait_for` (by `simulate` the model, data and
+    conversion have been checked), or with None until its first event; `on_event` gets each
+    event on the way. Raises the BsnnError of a `failed` event, or one with the end of its
+    `engine.log` if the engine dies first; returns the run dir (the run goes on if only slow)."""
+    run_dir, proc = engine.run_dir, engine.proc
+    for event in _watch(run_dir, proc, time.monotonic() + timeout_s):
+        if on_event is not None:
+            on_event(event)
         if isinstance(event, Failed):
             raise _error_from(event)
         if isinstance(event, TERMINAL) or wait_for is None or (
@@ -142,9 +176,9 @@ def start_detached(config: RunConfig, wait_for: str | None = "simulate",
             return run_dir
     if proc.poll() is None:  # still alive, just slow: the run goes on
         return run_dir
-    tail = _log_tail(logs)
+    tail = _log_tail([run_dir / ENGINE_LOG, engine.early_log])
     if not run_dir.exists():  # nothing else to keep: the message carries the log
-        early_log.unlink(missing_ok=True)
+        engine.early_log.unlink(missing_ok=True)
     raise BsnnError(f"the detached engine exited (code {proc.returncode}) before its run "
                     f"started; the end of its log:\n{tail or '(empty)'}",
                     "fix what the log names and start the run again")

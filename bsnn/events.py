@@ -51,6 +51,9 @@ class Started(Event):
     pid: int | None = None
     host: str | None = None
     distributed: dict[str, Any] | None = None  # torchrun: world_size and backend
+    # The Python API has loaded everything before it starts: its Resolved record's fields ride
+    # here instead of in an event of their own (a CLI run sends a Resolved event after loading)
+    resolved: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True)
@@ -60,6 +63,45 @@ class Phase(Event):
     type: ClassVar[str] = "phase"
     name: str
     message: str = ""
+
+
+@dataclass(kw_only=True)
+class Progress(Event):
+    """How far a long phase has got, a few times per phase (never per image), so a watcher is
+    not left in front of a silent terminal: `done` of `total` units (threshold calibration:
+    layers whose percentile is exact, after each pass over the calibration images)."""
+
+    type: ClassVar[str] = "progress"
+    phase: str
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(kw_only=True)
+class Resolved(Event):
+    """What the run actually used, resolved once the model and data are loaded: the values
+    every record shows (summary, exports, `bsnn runs`, the dashboard). `origin` says, per
+    field, where a value came from when it is not what the user typed (e.g. "arch": "from
+    checkpoint", "device": "auto"); None fields are unknown (data given to the API in memory)."""
+
+    type: ClassVar[str] = "resolved"
+    model: str  # as given: a path, bundled:NAME, or the class of an in-memory module
+    checkpoint: str | None  # the file read, absolute
+    checkpoint_sha256: str | None
+    arch: str | None
+    width: float | None
+    binary: bool | None
+    num_classes: int | None
+    dataset: str | None
+    data_path: str | None  # the folder read; "sklearn:load_digits" for the bundled digits
+    input_shape: list[int] | None  # C, H, W as the model sees the images
+    mean: list[float] | None
+    std: list[float] | None
+    device: str
+    device_name: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    origin: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -93,7 +135,8 @@ class SnnCalibration(Event):
 @dataclass(kw_only=True)
 class BatchDone(Event):
     """Cumulative counters after a batch: correct per step, per-layer spikes and synaptic
-    operations per step, summed ANN activations; `ranks`: images per torchrun rank."""
+    operations per step, summed ANN activations, ANN-vs-SNN running sums (and, once the last
+    image is in, their histograms); `ranks`: images per torchrun rank."""
 
     type: ClassVar[str] = "batch_done"
     batch: int
@@ -106,6 +149,9 @@ class BatchDone(Event):
     ann_activation: dict[str, float]
     elapsed_s: float
     ranks: list[int] | None = None
+    agreement: dict[str, list[float]] = field(default_factory=dict)  # bsnn.diagnostics.SUMS
+    agreement_histogram: dict[str, list[float]] | None = None  # the last event of a run only
+    input_ops: float = 0.0  # Poisson input: expected accumulates in the first layer
 
 
 @dataclass(kw_only=True)
@@ -134,8 +180,8 @@ class Cancelled(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (
-    Started, Phase, RunWarning, Thresholds, SnnCalibration, BatchDone, Finished, Failed,
-    Cancelled)}
+    Started, Phase, Progress, Resolved, RunWarning, Thresholds, SnnCalibration, BatchDone,
+    Finished, Failed, Cancelled)}
 TERMINAL = (Finished, Failed, Cancelled)
 Emit = Callable[[Event], None]
 
@@ -171,6 +217,10 @@ def describe(event: Event) -> str:
             return f"started run {event.run_id} on {event.device} in {event.run_dir}"
         case Phase():
             return f"{event.name}: {event.message}"
+        case Progress():
+            return f"{event.phase}: {event.message or f'{event.done} of {event.total}'}"
+        case Resolved():
+            return f"resolved: {resolved_in_words(event)}"
         case RunWarning():
             return f"warning: {event.message}"
         case Thresholds():
@@ -188,6 +238,20 @@ def describe(event: Event) -> str:
         case Cancelled():
             return f"cancelled after {event.images} images"
     return event.type
+
+
+def resolved_in_words(r: Resolved) -> str:
+    """The resolved record on one line: model, arch, data, device and checkpoint."""
+    def said(name: str) -> str:
+        return f" ({r.origin[name]})" if name in r.origin else ""
+
+    width = "" if r.width in (None, 1.0) else f" x{r.width:g}"
+    kind = " binary" if r.binary else ""
+    shape = "x".join(map(str, r.input_shape)) if r.input_shape else "?"
+    sha = f", sha256 {r.checkpoint_sha256[:12]}" if r.checkpoint_sha256 else ""
+    return (f"{r.arch}{width}{kind}{said('arch')} on {r.dataset}{said('dataset')} from "
+            f"{r.data_path}{said('data_path')}, images {shape}, mean {r.mean} std {r.std}"
+            f"{said('stats')}, device {r.device}{said('device')}{sha}")
 
 
 class EventLog:

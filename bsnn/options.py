@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bsnn.errors import ConfigError
-from bsnn.snn.options import ENCODINGS, INITIAL_POTENTIALS, MAX_TIME, PROPAGATIONS, RESETS
+from bsnn.snn.options import (
+    ENCODINGS,
+    INITIAL_POTENTIALS,
+    MAX_TIME,
+    PRECISIONS,
+    PROPAGATIONS,
+    RESETS,
+)
 
 GRANULARITIES = ("layer", "channel")  # one threshold per layer, or one per channel
 BINARY_WEIGHTS = ("alpha", "sign")  # binary weights kept as +-alpha, or +-1 with alpha folded
@@ -128,6 +135,12 @@ def _is_a(value: Any, kind: type) -> bool:
 
 
 # -- checks ------------------------------------------------------------------------------------
+
+def _cost(o: Option, value: float, values: Mapping[str, Any]) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{o.name} is {value}; a cost per operation must be positive",
+                          f"pass e.g. {o.flag} {o.default}")
+
 
 def positive(limit: int) -> Check:
     """At least 1 and at most `limit`: beyond it a value is almost surely a typo (and would
@@ -272,6 +285,11 @@ OPTIONS: tuple[Option, ...] = (
            switch=True),
     Option("backend", "backend", "simulator: the engine, or bindsnet (the reference)",
            choices=BACKENDS, default="engine"),
+    Option("precision", "precision", "arithmetic of the engine's layer currents: auto (float32; "
+           "on CUDA the +-1 layers of --binary-weights sign take float16, exact there), fp32, "
+           "fp16 (auto's exact float16 on any device) or tf32 (auto plus TF32 on the "
+           "full-precision layers: faster on CUDA, not exact)", choices=PRECISIONS,
+           default="auto", engine=True),
     Option("snn_calibration_size", "SNN calib. size", "training images for --snn-calibration",
            int, 256, check=positive(10_000_000)),
     Option("n_workers", "loader workers", "data loader workers (-1: 4 per GPU)", int, 4,
@@ -286,6 +304,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("width", "width", "width multiplier of the conv and hidden layers (convert needs it "
            "only for checkpoints without metadata)", float, check=_width, optional=True,
            shown="the checkpoint's; 1 for files without metadata"),
+    # costs per operation of the energy estimate (docs/operations.md): 45 nm, Horowitz 2014
+    Option("energy_mac_pj", "MAC pJ", "energy estimate: pJ per multiply-accumulate (32-bit "
+           "float: multiply 3.7 + add 0.9)", float, 4.6, check=_cost),
+    Option("energy_ac_pj", "AC pJ", "energy estimate: pJ per accumulate (32-bit float add), "
+           "the SNN's synaptic operation", float, 0.9, check=_cost),
+    Option("energy_binary_pj", "binary op pJ", "energy estimate: pJ per op of a binary ANN "
+           "layer (an add or subtract of a float)", float, 0.9, check=_cost),
 )
 OPTION: dict[str, Option] = {o.name: o for o in OPTIONS}
 

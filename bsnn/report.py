@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bsnn.diagnostics import add_agreement, agreement_figure
+from bsnn.energy import OpCosts, operations
 from bsnn.errors import RunStorageError
 from bsnn.events import (
     EVENTS_FILE,
@@ -25,6 +27,7 @@ from bsnn.events import (
     Failed,
     Finished,
     Phase,
+    Resolved,
     RunWarning,
     SnnCalibration,
     Started,
@@ -35,8 +38,9 @@ from bsnn.events import (
 E = TypeVar("E", bound=Event)
 
 LAYER_INFO = ("name", "kind", "neurons", "binary", "threshold", "threshold_min", "threshold_max",
-              "lam", "fan_out", "sources")
-EXPORT_FILES = ("summary.json", "per_timestep.csv", "layers.csv", "summary.md", "accuracy.png")
+              "lam", "fan_out", "sources", "macs")
+EXPORT_FILES = ("summary.json", "per_timestep.csv", "layers.csv", "summary.md", "accuracy.png",
+                "agreement.png")
 
 
 def pid_alive(pid: int | None, host: str | None = None) -> bool:
@@ -102,6 +106,11 @@ def _last(events: list[Event], cls: type[E]) -> E | None:
     return next((e for e in reversed(events) if isinstance(e, cls)), None)
 
 
+def _fields(event: Event) -> dict[str, Any]:
+    """An event's own fields, without type, time and seq."""
+    return {k: v for k, v in event.to_dict().items() if k not in ("type", "time", "seq")}
+
+
 def summarize(events: list[Event]) -> dict[str, Any]:
     """The summary of a run so far (also of an interrupted one)."""
     started = _last(events, Started)
@@ -110,20 +119,25 @@ def summarize(events: list[Event]) -> dict[str, Any]:
     calibration = _last(events, SnnCalibration)
     finished = _last(events, Finished)
     phase = _last(events, Phase)
+    resolved = _last(events, Resolved)
     images = batch.images if batch else 0
     acc = [c / images for c in batch.correct_per_step] if batch and images else []
     ann_accuracy = batch.ann_correct / images if batch and images else None
     corrected = calibration.error_before if calibration else {}
     layers = [_layer_row(info, batch, corrected)
               for info in (thresholds.layers if thresholds else [])]
-    elapsed = (finished.wall_time_s if finished else None) or (batch.elapsed_s if batch else None)
     config = started.config if started else {}
+    add_agreement(layers, batch.agreement if batch else {})
+    energy = operations(layers, batch.input_ops / images if batch and images else None,
+                        config.get("encoding", "constant"), OpCosts.from_config(config))
+    elapsed = (finished.wall_time_s if finished else None) or (batch.elapsed_s if batch else None)
     summary: dict[str, Any] = {
         "run_id": started.run_id if started else None,
         "status": _status(events, started),
         "config": config,
         "device": started.device if started else None,
         "versions": started.versions if started else {},
+        "resolved": _fields(resolved) if resolved else started.resolved if started else None,
         "started_at": started.time if started else None,
         "images": images,
         "images_total": batch.images_total if batch else None,
@@ -137,6 +151,7 @@ def summarize(events: list[Event]) -> dict[str, Any]:
         "binary_layers": sum(bool(x.get("binary")) for x in layers[:-1]),
         "synops_per_image": (sum(x["synops_per_image"] or 0.0 for x in layers)
                              if batch else None),
+        "energy": energy,
         "wall_time_s": elapsed,
         "images_per_s": images / elapsed if elapsed else None,
         "phase": phase.name if phase else None,
@@ -165,29 +180,91 @@ def _atomic_write(path: Path, write: Callable[[Any], object]) -> None:
         raise
 
 
+def run_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the run used, as every record shows it: its `resolved` event where it got that far,
+    else what was typed (a run that failed while loading, or one from an older bsnn), with
+    `origin` saying so. The one place records read these values from."""
+    c = summary["config"]
+    r = summary.get("resolved") or {
+        "model": c.get("model"), "arch": c.get("arch"), "width": c.get("width"),
+        "dataset": c.get("dataset"), "data_path": c.get("data"), "device": summary["device"],
+        "versions": summary["versions"], "origin": {"all": "as typed: the run did not get to "
+                                                    "resolve the model and data"}}
+    return {**r, "time_steps": c.get("time"), "percentile": c.get("percentile")}
+
+
+def model_name(model: Any) -> str:
+    """A model as a title names it: bundled:NAME as it is, a path by its file name."""
+    text = str(model or "?")
+    return text if text.startswith("bundled:") or "/" not in text else Path(text).name
+
+
+def arch_text(r: dict[str, Any]) -> str:
+    """vgg6ab, vgg15ab x0.25, binary when it is: the arch as the run built it."""
+    width = r.get("width")
+    return " ".join(filter(None, [r.get("arch") or "arch not recorded",
+                                  f"x{width:g}" if width not in (None, 1, 1.0) else "",
+                                  "binary" if r.get("binary") else ""]))
+
+
+def run_title(summary: dict[str, Any]) -> str:
+    """Model, arch, data set, T and percentile: the title of a run's plot and report."""
+    r = run_record(summary)
+    return (f"{model_name(r['model'])} ({arch_text(r)}) on {r.get('dataset') or '?'}, "
+            f"T={r['time_steps']}, p={r['percentile']}")
+
+
+RECORD_COLUMNS = ("run_id", "model", "arch", "width", "dataset", "data_path", "image_size",
+                  "mean", "std", "device", "checkpoint_sha256", "bsnn", "torch", "T",
+                  "percentile")
+
+
+def record_cells(summary: dict[str, Any]) -> list[str]:
+    """RECORD_COLUMNS' values: the CSV exports repeat them on every row, so a CSV read away
+    from its run folder (or concatenated with others) still says what ran."""
+    r = run_record(summary)
+    shape = r.get("input_shape")
+    values = [summary["run_id"], r["model"], r.get("arch"), r.get("width"), r.get("dataset"),
+              r.get("data_path"), "x".join(map(str, shape)) if shape else None,
+              _floats(r.get("mean")), _floats(r.get("std")), r.get("device"),
+              r.get("checkpoint_sha256"), r["versions"].get("bsnn"), r["versions"].get("torch"),
+              r["time_steps"], r["percentile"]]
+    return ["" if v is None else str(v) for v in values]
+
+
+def _floats(values: list[float] | None) -> str | None:
+    return None if values is None else " ".join(f"{v:.6g}" for v in values)
+
+
 def per_timestep_csv(summary: dict[str, Any]) -> str:
-    """t, accuracy, then each layer's firing rate at t."""
+    """t, accuracy, each layer's firing rate at t, then the run's record (RECORD_COLUMNS)."""
     out = io.StringIO()
     w = csv.writer(out)
     names = [layer["name"] for layer in summary["layers"] if layer["firing_rate_per_step"]]
-    w.writerow(["t", "accuracy", *[f"rate_{n}" for n in names]])
+    w.writerow(["t", "accuracy", *[f"rate_{n}" for n in names], *RECORD_COLUMNS])
     rates = {layer["name"]: layer["firing_rate_per_step"] for layer in summary["layers"]}
+    record = record_cells(summary)
     for t, a in enumerate(summary["accuracy_per_step"]):
-        w.writerow([t + 1, f"{a:.6f}", *[f"{rates[n][t]:.6f}" for n in names]])
+        w.writerow([t + 1, f"{a:.6f}", *[f"{rates[n][t]:.6f}" for n in names], *record])
     return out.getvalue()
 
 
 LAYER_COLUMNS = ("name", "kind", "neurons", "binary", "threshold", "threshold_min",
                  "threshold_max", "lam", "firing_rate", "ann_rate", "ann_mean_activation",
-                 "spikes_per_image", "synops_per_image")
+                 "spikes_per_image", "synops_per_image", "macs", "ann_macs_per_image",
+                 "snn_ops_per_image", "ann_energy_pj", "snn_energy_pj", "correlation",
+                 "clipped_share")
 
 
 def layers_csv(summary: dict[str, Any]) -> str:
+    """One row per spiking layer (LAYER_COLUMNS), then the run's record (RECORD_COLUMNS)."""
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(LAYER_COLUMNS)
+    w.writerow([*LAYER_COLUMNS, *RECORD_COLUMNS])
+    record = record_cells(summary)
     for layer in summary["layers"]:
-        w.writerow(["" if layer.get(c) is None else layer.get(c) for c in LAYER_COLUMNS])
+        w.writerow(["" if layer.get(c) is None else layer.get(c) for c in LAYER_COLUMNS]
+                   + record)
     return out.getvalue()
 
 
@@ -209,20 +286,52 @@ def weights_in_words(summary: dict[str, Any]) -> str:
     return f"binary weights in {binary} of {spiking} spiking layers (--binary-weights {mode})"
 
 
+def record_markdown(summary: dict[str, Any]) -> list[str]:
+    """The resolved record as Markdown list items, each value with where it came from when the
+    user did not type it as it is."""
+    r = run_record(summary)
+    origin = r.get("origin") or {}
+
+    def said(*names: str) -> str:
+        words = dict.fromkeys(origin[n] for n in names if n in origin)  # each phrase once
+        return "".join(f" ({w})" for w in words)
+
+    sha = r.get("checkpoint_sha256")
+    shape = r.get("input_shape")
+    device = r.get("device") or "?"
+    lines = [f"- model: `{r['model']}`"
+             + (f" = `{r['checkpoint']}`" if r.get("checkpoint") else "")
+             + (f", sha256 `{sha}`" if sha else "") + said("all"),
+             f"- arch: {arch_text(r)}{said('arch', 'width')}, "
+             f"{r.get('num_classes') or '?'} classes",
+             f"- data set: {r.get('dataset') or '?'}{said('dataset')}, read from "
+             f"`{r.get('data_path') or '?'}`{said('data_path')}",
+             f"- images: {'x'.join(map(str, shape)) if shape else '?'}, normalised with mean "
+             f"{r.get('mean') or '?'} and std {r.get('std') or '?'}{said('stats')}",
+             f"- device: {device}" + (f" ({r['device_name']})" if r.get("device_name") else "")
+             + said("device")]
+    versions = r.get("versions") or {}
+    if versions:
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return lines
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """A short human report for a lab notebook."""
     c = summary["config"]
     acc = summary["accuracy_per_step"]
     lines = [
-        f"# bsnn run {summary['run_id']} — {summary['status']}",
+        f"# {run_title(summary)}",
         "",
-        f"- model: `{c.get('model')}` ({c.get('arch') or 'arch from checkpoint'}), "
-        f"data set `{c.get('dataset')}`; {weights_in_words(summary)}",
+        f"bsnn run `{summary['run_id']}` — {summary['status']}",
+        "",
+        *record_markdown(summary),
+        f"- {weights_in_words(summary)}",
         f"- percentile {c.get('percentile')}, norm {c.get('norm')}, T = {c.get('time')}, "
         f"propagation {c.get('propagation')}, reset {c.get('reset')}, v0 {c.get('v0')}, "
         f"thresholds per {c.get('threshold_granularity')}",
-        f"- images: {summary['images']} of {summary['images_total']}, device "
-        f"{summary['device']}{_group(summary)}, wall time {summary['wall_time_s'] or 0:.1f} s",
+        f"- images: {summary['images']} of {summary['images_total']}{_group(summary)}, "
+        f"wall time {summary['wall_time_s'] or 0:.1f} s",
         f"- ANN accuracy (same images): {_pct(summary['ann_accuracy'])}",
         f"- SNN accuracy at T: {_pct(summary['final_accuracy'])} (best "
         f"{_pct(summary['best_accuracy'])}); within 1 point of the ANN from step "
@@ -247,9 +356,43 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"{'—' if rate is None else f'{rate:.4f}'} | {'—' if ann is None else f'{ann:.4f}'} "
             f"| {'—' if syn is None else f'{syn:,.0f}'} |"
         )
+    lines += operations_markdown(summary)
     if summary.get("error"):
         lines += ["", f"**Failed:** {summary['error']['message']} — {summary['error']['fix']}"]
     return "\n".join(lines) + "\n"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def operations_markdown(summary: dict[str, Any]) -> list[str]:
+    """Operations and energy per image (docs/operations.md), and how closely each spiking
+    layer's rates follow its ANN activations."""
+    e = summary.get("energy") or {}
+    costs = e.get("costs_pj", {})
+    lines = ["", f"Operations and energy per image (pJ per MAC {costs.get('mac')}, per "
+             f"accumulate {costs.get('ac')}, per binary op {costs.get('binary')}); r: "
+             "correlation of ANN activation / lambda and SNN rate; clipped: activations "
+             "above lambda", "",
+             "| layer | ANN MACs | SNN ops | ANN nJ | SNN nJ | r | clipped % |",
+             "|---|---|---|---|---|---|---|"]
+    for layer in summary["layers"]:
+        nj = [None if v is None else v / 1e3 for v in (layer.get("ann_energy_pj"),
+                                                        layer.get("snn_energy_pj"))]
+        clipped = layer.get("clipped_share")
+        lines.append(
+            f"| {layer['name']} | {_num(layer.get('ann_macs_per_image'), ',.0f')} | "
+            f"{_num(layer.get('snn_ops_per_image'), ',.0f')} | {_num(nj[0], ',.1f')} | "
+            f"{_num(nj[1], ',.1f')} | {_num(layer.get('correlation'), '.3f')} | "
+            f"{_num(None if clipped is None else 100 * clipped, '.2f')} |")
+    ann, snn = e.get("ann_energy_pj"), e.get("snn_energy_pj")
+    lines.append(f"| total | {_num(e.get('ann_macs_per_image'), ',.0f')} | "
+                 f"{_num(e.get('snn_ops_per_image'), ',.0f')} | "
+                 f"{_num(None if ann is None else ann / 1e3, ',.1f')} | "
+                 f"{_num(None if snn is None else snn / 1e3, ',.1f')} | | |")
+    lines += ["", f"ANN / SNN energy: {_num(e.get('energy_ratio'), '.2f')}"]
+    return lines
 
 
 def accuracy_png(summary: dict[str, Any], path: Path) -> None:
@@ -264,8 +407,7 @@ def accuracy_png(summary: dict[str, Any], path: Path) -> None:
     ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], label="SNN")
     if summary["ann_accuracy"] is not None:
         ax.axhline(100 * summary["ann_accuracy"], color="grey", ls="--", label="ANN")
-    c = summary["config"]
-    ax.set_title(f"{c.get('dataset')} {c.get('arch') or ''} p={c.get('percentile')}")
+    ax.set_title(run_title(summary), fontsize=9)
     ax.set_xlabel("time step")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
@@ -277,8 +419,22 @@ def accuracy_png(summary: dict[str, Any], path: Path) -> None:
         plt.close(fig)
 
 
-def _export_writers(summary: dict[str, Any]) -> dict[str, Callable[[Path], None]]:
-    """Each export file's name and how to write it."""
+def agreement_png(summary: dict[str, Any], histograms: dict[str, list[float]],
+                  path: Path) -> None:
+    """Per layer, ANN activation / lambda against SNN rate (bsnn.diagnostics)."""
+    from matplotlib import pyplot as plt
+
+    fig = agreement_figure(histograms, run_title(summary))
+    try:
+        _atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def _export_writers(summary: dict[str, Any], histograms: dict[str, list[float]] | None,
+                    ) -> dict[str, Callable[[Path], None]]:
+    """Each export file's name and how to write it; `agreement.png` needs the histograms of a
+    run whose every image was simulated by the engine."""
     def data(text: str) -> Callable[[Path], None]:
         return lambda path: _atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -290,6 +446,8 @@ def _export_writers(summary: dict[str, Any]) -> dict[str, Callable[[Path], None]
     }
     if summary["accuracy_per_step"]:
         writers["accuracy.png"] = lambda path: accuracy_png(summary, path)
+    if histograms and any(sum(h) for h in histograms.values()):
+        writers["agreement.png"] = lambda path: agreement_png(summary, histograms, path)
     return writers
 
 
@@ -304,7 +462,9 @@ def write_exports(run_dir: str | os.PathLike[str],
     if events is None:
         events = read_events(run_dir / EVENTS_FILE)
     paths, missing, reason = [], [], ""
-    for name, write in _export_writers(summarize(events)).items():
+    batch = _last(events, BatchDone)
+    histograms = batch.agreement_histogram if batch else None
+    for name, write in _export_writers(summarize(events), histograms).items():
         try:
             write(run_dir / name)
             paths.append(run_dir / name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import os
 import socket
 import traceback
@@ -23,11 +24,20 @@ from typing import Any
 
 import torch
 
-from bsnn.checkpoint import ModelMeta, has_meta, load_model, read_checkpoint, versions
+from bsnn.checkpoint import (
+    ModelMeta,
+    has_meta,
+    load_model,
+    read_checkpoint,
+    resolve_model_path,
+    versions,
+)
 from bsnn.config import RunConfig
 from bsnn.conversion import Conversion, convert
+from bsnn.conversion.synapses import layer_macs
 from bsnn.data import (
     CHANNELS,
+    DEFAULT_DATA_DIR,
     DatasetInfo,
     calibration_subset,
     eval_subset,
@@ -48,6 +58,8 @@ from bsnn.events import (
     Failed,
     Finished,
     Phase,
+    Progress,
+    Resolved,
     RunWarning,
     SnnCalibration,
     Started,
@@ -152,7 +164,8 @@ class _Run:
         raw = read_checkpoint(c.model)
         ours = has_meta(raw)
         dataset = c.dataset or (raw["meta"]["dataset"] if ours else "cifar100")
-        mean, std = normalization(dataset, c.normalize or _trained_stats(raw, dataset))
+        trained = _trained_stats(raw, dataset)
+        mean, std = normalization(dataset, c.normalize or trained)
         self.send(Phase(name="load_data", message=f"loading {dataset} (mean {list(mean)}, "
                         f"std {list(std)})"))
         split_kw = {"val_split": c.val_split, "seed": c.seed, "image_size": c.image_size,
@@ -165,6 +178,12 @@ class _Run:
             input_shape=info.input_shape, width=c.width,
         )
         check_fits(meta, info)
+        if self.world.main:  # the one record of what ran (hashing the file once, on rank 0)
+            stats_from = (f"--normalize {c.normalize}" if c.normalize else
+                          "from checkpoint" if trained else f"{dataset}'s own")
+            self.send(resolved_record(c.model, meta, info, data_source(dataset, c.data),
+                                      self.device, _origins(c, ours, dataset, self.device,
+                                                            stats_from)))
         if len(val_set) == 0:
             raise DataError(f"the {dataset} evaluation split is empty", "check --data")
         if c.eval_size > len(val_set):
@@ -177,12 +196,18 @@ class _Run:
         """The paper's threshold balancing: a percentile of each layer's ANN activations over
         training images sets its threshold."""
         c = self.config
+        images = min(c.norm, len(inputs.train_set))
         self.send(Phase(name="threshold_calibration",
-                        message=f"{c.percentile}th percentile over "
-                        f"{min(c.norm, len(inputs.train_set))} training images"))
+                        message=f"{c.percentile}th percentile over {images} training images"))
         calib = calibration_subset(inputs.train_set, c.norm, seed=c.seed)
+
+        def progress(passes: int, done: int, total: int) -> None:
+            self.send(Progress(phase="threshold_calibration", done=done, total=total,
+                               message=f"pass {passes} over {images} images: {done} of "
+                               f"{total} layers' percentiles exact"))
+
         conversion = convert(inputs.model, lambda: self._batches(calib), c.percentile,
-                             c.threshold_granularity, c.binary_weights)
+                             c.threshold_granularity, c.binary_weights, progress=progress)
         for event in conversion_events(conversion, c.percentile, c.threshold_granularity):
             self.send(event)
         return conversion
@@ -249,13 +274,79 @@ def check_fits(meta: ModelMeta, info: DatasetInfo) -> None:
                         "--image-size")
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The checkpoint's SHA-256: months later it tells which weights a run used."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_source(dataset: str, data: str | os.PathLike[str] | None) -> str:
+    """Where a data set's images are read from (bsnn.data.load_split's rule): an absolute
+    folder, or the bundled digits."""
+    if dataset == "digits":
+        return "sklearn:load_digits"
+    root = DEFAULT_DATA_DIR if data is None and dataset.startswith("cifar") else Path(data or ".")
+    return str(root.expanduser().absolute())
+
+
+def device_name(device: torch.device) -> str:
+    """The accelerator's name (e.g. NVIDIA H200); empty on CPU."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+
+
+def resolved_record(model: str, meta: ModelMeta | None, info: DatasetInfo | None,
+                    data_path: str | None, device: torch.device,
+                    origin: dict[str, str]) -> Resolved:
+    """The `resolved` event: what a run used (shared with bsnn.api). `model` is what the user
+    gave; a path or bundled:NAME is resolved to its file and hashed."""
+    checkpoint = None
+    if meta is not None and (model.startswith("bundled:") or Path(model).is_file()):
+        checkpoint = str(resolve_model_path(model).absolute())
+    return Resolved(
+        model=model, checkpoint=checkpoint,
+        checkpoint_sha256=file_sha256(checkpoint) if checkpoint else None,
+        arch=meta.arch if meta else None, width=meta.width if meta else None,
+        binary=meta.binary if meta else None, num_classes=meta.num_classes if meta else None,
+        dataset=info.name if info else None, data_path=data_path,
+        input_shape=list(info.input_shape) if info else None,
+        mean=list(info.mean) if info else None, std=list(info.std) if info else None,
+        device=str(device), device_name=device_name(device), versions=versions(),
+        origin=origin)
+
+
+def _origins(c: RunConfig, ours: bool, dataset: str, device: torch.device,
+             stats_from: str) -> dict[str, str]:
+    """Where each resolved value came from, for those the user did not type as they are."""
+    default = "from checkpoint" if ours else "default for files without metadata"
+    origin = {"stats": stats_from}
+    if c.arch is None:
+        origin["arch"] = default
+    if c.width is None:
+        origin["width"] = default
+    if c.dataset is None:
+        origin["dataset"] = default
+    if dataset == "digits":
+        origin["data_path"] = "bundled; --data not used"
+    elif c.data != data_source(dataset, c.data):
+        origin["data_path"] = f"--data {c.data}"
+    if c.device != str(device):
+        origin["device"] = f"--device {c.device}"
+    return origin
+
+
 def conversion_events(conversion: Conversion, percentile: float,
                       granularity: str) -> list[Event]:
     """What a conversion tells a run's consumers: its warnings, then its thresholds (shared with
     bsnn.api, so both streams describe a network alike)."""
     warnings: list[Event] = [RunWarning(message=m) for m in conversion.warnings]
-    return [*warnings, Thresholds(layers=list(conversion.network.describe()),
-                                  percentile=percentile, granularity=granularity)]
+    net = conversion.network
+    layers = [{**row, "macs": macs} for row, macs in zip(net.describe(), layer_macs(net),
+                                                            strict=True)]
+    return [*warnings, Thresholds(layers=layers, percentile=percentile,
+                                  granularity=granularity)]
 
 
 def snn_calibrated(conversion: Conversion, batches: Callable[[], Iterator[torch.Tensor]],

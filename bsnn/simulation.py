@@ -17,6 +17,8 @@ import torch
 from torch.utils.data import Subset
 
 from bsnn.conversion import Conversion, chain_forward
+from bsnn.conversion.synapses import input_fan_out
+from bsnn.diagnostics import BINS, SUMS, batch_histogram, batch_sums
 from bsnn.distributed import (
     RankFailed,
     World,
@@ -47,7 +49,8 @@ class RowState(IntEnum):
 class CounterRow:
     """One batch's counters as one float64 row (exact for these integer counts), so ranks can
     exchange them in one gather: state, images, ANN correct | correct per step | spikes per
-    layer and step | synops per layer and step | ANN activation per layer."""
+    layer and step | synops per layer and step | ANN activation per layer | ANN-vs-SNN running
+    sums per layer (bsnn.diagnostics) | their histograms | the input's accumulates."""
 
     layers: int
     steps: int
@@ -55,7 +58,7 @@ class CounterRow:
     @property
     def sizes(self) -> list[int]:
         n, t = self.layers, self.steps
-        return [1, 1, 1, t, n * t, n * t, n]
+        return [1, 1, 1, t, n * t, n * t, n, n * len(SUMS), n * BINS * BINS, 1]
 
     def empty(self, device: torch.device) -> torch.Tensor:
         return torch.zeros(sum(self.sizes), dtype=torch.float64, device=device)
@@ -74,6 +77,9 @@ class Totals:
     spikes: torch.Tensor = field(init=False)
     synops: torch.Tensor = field(init=False)
     activation: torch.Tensor = field(init=False)
+    agreement: torch.Tensor = field(init=False)
+    histogram: torch.Tensor = field(init=False)
+    input_ops: float = 0.0
     ann_correct: int = 0
     images: int = 0
 
@@ -83,15 +89,20 @@ class Totals:
         self.spikes = torch.zeros(n, self.steps, dtype=torch.float64)
         self.synops = torch.zeros_like(self.spikes)
         self.activation = torch.zeros(n, dtype=torch.float64)
+        self.agreement = torch.zeros(n, len(SUMS), dtype=torch.float64)
+        self.histogram = torch.zeros(n, BINS * BINS, dtype=torch.float64)
 
     def add(self, parts: list[torch.Tensor]) -> int:
         """Add one row's counters (CounterRow.split); return its images."""
-        _, images, ann, correct, spikes, synops, activation = parts
+        _, images, ann, correct, spikes, synops, activation, sums, hist, inputs = parts
         n = len(self.names)
         self.correct += correct.long()
         self.spikes += spikes.view(n, self.steps)
         self.synops += synops.view(n, self.steps)
         self.activation += activation
+        self.agreement += sums.view(n, -1)
+        self.histogram += hist.view(n, -1)
+        self.input_ops += float(inputs)
         self.ann_correct += int(ann)
         self.images += int(images)
         return int(images)
@@ -101,11 +112,14 @@ class Totals:
         def per_layer(t: torch.Tensor) -> dict[str, Any]:
             return dict(zip(self.names, t.tolist(), strict=True))
 
+        last = self.images == images_total  # the histograms ride on the last event only
         return BatchDone(batch=batch, images=self.images, images_total=images_total,
                          correct_per_step=self.correct.tolist(), ann_correct=self.ann_correct,
                          spikes=per_layer(self.spikes), synops=per_layer(self.synops),
                          ann_activation=per_layer(self.activation), elapsed_s=elapsed_s,
-                         ranks=ranks)
+                         ranks=ranks, agreement=per_layer(self.agreement),
+                         agreement_histogram=per_layer(self.histogram) if last else None,
+                         input_ops=self.input_ops)
 
 
 def make_simulator(conversion: Conversion, options: SimOptions, backend: str) -> Any:
@@ -130,6 +144,7 @@ class Simulation:
     cancel: Callable[[], bool]  # checked once per round; raises nothing itself
     loader: Callable[[Any], Iterable[tuple[torch.Tensor, torch.Tensor]]]
     batch_size: int
+    input_fan_out: torch.Tensor | None = None  # Poisson input: synapses per input pixel
 
     def run(self, eval_set: Any) -> float:
         broadcast_thresholds(self.conversion.network, self.conversion.ann)  # rank 0's network
@@ -173,12 +188,42 @@ class Simulation:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         with torch.no_grad():
             out, acts = chain_forward(self.conversion.ann, x, keep=True)
-        counts = simulator.run_batch(x, y, batch)
+        engine = isinstance(simulator, Engine)  # bindsnet gives no per-neuron counts
+        counts = (simulator.run_batch(x, y, batch, keep_totals=True) if engine
+                  else simulator.run_batch(x, y, batch))
         head = torch.tensor([RowState.DONE, len(y)], dtype=torch.float64, device=self.device)
         return torch.cat([head, (out.argmax(1) == y).sum(dtype=torch.float64)[None],
                           counts.correct.double(), counts.spikes.flatten(),
                           counts.synops.flatten(),
-                          torch.stack([a.sum(dtype=torch.float64) for a in acts])])
+                          torch.stack([a.sum(dtype=torch.float64) for a in acts]),
+                          *self._agreement(acts, counts.totals if engine else None),
+                          self._input_ops(x)[None]])
+
+    def _agreement(self, acts: list[torch.Tensor],
+                   totals: list[torch.Tensor] | None) -> list[torch.Tensor]:
+        """Each layer's ANN-vs-SNN running sums and histogram (zeros without per-neuron counts:
+        n = 0 reads as "not measured")."""
+        layers = self.conversion.network.spiking
+        if totals is None:
+            return [torch.zeros(len(layers) * (len(SUMS) + BINS * BINS), dtype=torch.float64,
+                                device=self.device)]
+        t = self.options.time
+        sums = [batch_sums(a, n, layer.lam, t) for a, n, layer in zip(acts, totals, layers,
+                                                                          strict=True)]
+        hists = [batch_histogram(a, n, layer.lam, t).flatten()
+                 for a, n, layer in zip(acts, totals, layers, strict=True)]
+        return [torch.cat(sums), torch.cat(hists)]
+
+    def _input_ops(self, x: torch.Tensor) -> torch.Tensor:
+        """Poisson input: the expected accumulates its spikes cause in the first layer (each
+        pixel fires with probability |x| / scale a step); constant input: none (the first
+        layer's current is computed once, as MACs)."""
+        if self.options.encoding == "constant":
+            return torch.zeros((), dtype=torch.float64, device=self.device)
+        if self.input_fan_out is None:
+            self.input_fan_out = input_fan_out(self.conversion.network).double()
+        rate = (x.abs() / self.conversion.network.input_scale).clamp(max=1).flatten(1).double()
+        return (rate @ self.input_fan_out).sum() * self.options.time
 
 
 def _raise_rank_failure(rows: torch.Tensor, error: Exception | None, k: int, w: World) -> None:

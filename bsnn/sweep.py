@@ -21,6 +21,7 @@ from bsnn.config import RunConfig
 from bsnn.errors import ConfigError
 from bsnn.events import Emit
 from bsnn.options import OPTION, OPTIONS
+from bsnn.report import arch_text, run_record
 
 REPORT_STEPS = (4, 8, 16, 32, 64, 128)
 SWITCHES = tuple(o.name for o in OPTIONS if o.switch)
@@ -80,12 +81,13 @@ def grid(base: RunConfig, models: list[str], percentiles: list[float],
 def row(variant: Variant, summary: dict[str, Any]) -> dict[str, Any]:
     """One line of the comparison table from a run's summary."""
     acc = summary["accuracy_per_step"]
-    c = summary["config"]
+    r = run_record(summary)  # what ran: arch and data set resolved from the checkpoint
     layers = [x for x in summary["layers"] if x.get("firing_rate") is not None]
     neurons = sum(x["neurons"] for x in layers)
     rate = sum(x["firing_rate"] * x["neurons"] for x in layers) / neurons if neurons else None
     out: dict[str, Any] = {
-        "model": c["model"], "percentile": c["percentile"], "variant": variant.name,
+        "model": r["model"], "arch": arch_text(r), "dataset": r.get("dataset"),
+        "percentile": r["percentile"], "variant": variant.name,
         "status": summary["status"], "run_id": summary["run_id"],
         "ann_acc": _pct(summary["ann_accuracy"]),
     }
@@ -96,6 +98,11 @@ def row(variant: Variant, summary: dict[str, Any]) -> dict[str, Any]:
     out["firing_rate"] = None if rate is None else round(rate, 4)
     out["synops_per_image"] = (None if summary["synops_per_image"] is None
                                else round(summary["synops_per_image"]))
+    energy = summary.get("energy") or {}
+    snn_pj = energy.get("snn_energy_pj")
+    out["snn_energy_nj"] = None if snn_pj is None else round(snn_pj / 1e3, 1)
+    ratio = energy.get("energy_ratio")
+    out["ann_snn_energy"] = None if ratio is None else round(ratio, 2)
     return out
 
 

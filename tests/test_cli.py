@@ -110,10 +110,10 @@ def _signal_on_first_batch(monkeypatch: pytest.MonkeyPatch, signum: int) -> None
     """The engine sends itself `signum` in the middle of its first batch, as a Ctrl-C would."""
     original = Engine.run_batch
 
-    def run_batch(self, x, labels, batch_index=0):  # type: ignore[no-untyped-def]
+    def run_batch(self, x, labels, batch_index=0, **kwargs):  # type: ignore[no-untyped-def]
         if batch_index == 0:
             os.kill(os.getpid(), signum)
-        return original(self, x, labels, batch_index)
+        return original(self, x, labels, batch_index, **kwargs)
 
     monkeypatch.setattr(Engine, "run_batch", run_batch)
 

@@ -22,6 +22,8 @@ from bsnn.events import (
     Failed,
     Finished,
     Phase,
+    Progress,
+    Resolved,
     RunWarning,
     SnnCalibration,
     Started,
@@ -53,6 +55,11 @@ def batch(images: int, batch_index: int = 0) -> BatchDone:
 ONE_OF_EACH: list[Event] = [
     Started(run_id="r1", run_dir="/tmp/r1", config={"time": 2}, device="cpu", pid=1, host="h"),
     Phase(name="load_model", message="loading bundled:digits-fp"),
+    Resolved(model="bundled:digits-fp", checkpoint="/x/digits-fp.pt", checkpoint_sha256="00ff",
+             arch="vgg6ab", width=1.0, binary=False, num_classes=10, dataset="digits",
+             data_path="sklearn:load_digits", input_shape=[1, 8, 8], mean=[0.3], std=[0.4],
+             device="cpu", origin={"arch": "from checkpoint"}),
+    Progress(phase="threshold_calibration", done=2, total=5, message="pass 1 over 64 images"),
     RunWarning(message="eval size 999 is larger than the data set"),
     Thresholds(layers=[{"name": "conv1", "neurons": 4}], percentile=99.7, granularity="layer"),
     SnnCalibration(mode="bias", images=8, error_before={"conv1": 0.25}),
@@ -91,6 +98,11 @@ def test_describe_says_what_the_user_needs() -> None:
         == "finished: 10 images, accuracy at T 97.12 %"
     assert describe(Failed(error="DataError", message="no data", fix="pass --data")) \
         == "failed: no data — pass --data"
+    assert describe(Progress(phase="threshold_calibration", done=2, total=5)) \
+        == "threshold_calibration: 2 of 5"
+    assert describe(ONE_OF_EACH[2]) == (
+        "resolved: vgg6ab (from checkpoint) on digits from sklearn:load_digits, images 1x8x8, "
+        "mean [0.3] std [0.4], device cpu, sha256 00ff")
 
 
 @pytest.mark.parametrize("cls", list(EVENT_TYPES.values()), ids=lambda c: c.type)

@@ -37,7 +37,9 @@ def test_run_ids_are_never_cut(job_dir: Path, columns: int, monkeypatch: pytest.
 
 
 def test_narrow_terminals_drop_the_least_useful_columns_first() -> None:
-    assert columns_that_fit(200, 22) == ["run", "status", "model", "dataset", "T", "images",
+    assert columns_that_fit(200, 22) == ["run", "status", "model", "arch", "dataset", "T", "p",
+                                         "device", "images", "accuracy"]
+    assert columns_that_fit(100, 22) == ["run", "status", "model", "dataset", "T", "images",
                                          "accuracy"]
     assert columns_that_fit(60, 22) == ["run", "status", "T", "accuracy"]
     assert columns_that_fit(30, 22) == ["run"]

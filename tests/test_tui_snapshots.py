@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_records import with_resolved
 from test_tui_support import fake_events, wait_for, write_run
 from textual.pilot import Pilot
 from textual.widgets import Input
@@ -58,8 +59,8 @@ def test_setup_screen(snap_compare: Any, fixed_catalog: None) -> None:
 
 
 def test_finished_run(snap_compare: Any, tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path / "fixture-run", fake_events(tmp_path / "fixture-run",
-                                                              channelwise=True))
+    run_dir = write_run(tmp_path / "fixture-run", with_resolved(
+        fake_events(tmp_path / "fixture-run", channelwise=True)))  # the header: what ran
     app = BsnnApp(RunConfig(job_dir=str(tmp_path)), attach=run_dir)
 
     async def settled(pilot: Pilot[Any]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from bsnn.config import RunConfig
 from bsnn.errors import ConfigError
-from bsnn.events import Event, RunWarning, describe
+from bsnn.events import Event, Failed, RunWarning, describe
 from bsnn.options import add_arguments
 
 
@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detach", action="store_true",
                    help="run in the background, immune to a closed terminal; prints the run "
                         "folder, to follow with `bsnn-tui --attach` and stop with `bsnn cancel`")
+    p.add_argument("--no-wait", action="store_true",
+                   help="with --detach: return once the engine has written its first event, "
+                        "before the model and data are checked")
     p.set_defaults(func=main)
 
 
@@ -57,7 +60,6 @@ def main(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from bsnn.cli.progress import ProgressPrinter, print_summary
-    from bsnn.detach import start_detached
     from bsnn.distributed import world
     from bsnn.run import run
     from bsnn.rundir import cancel_requested, new_run_id
@@ -69,14 +71,10 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--detach cannot be used under torchrun",
                           "detach torchrun itself instead (nohup torchrun ... &, tmux, or a "
                           "batch job); the dashboard can still attach to the run folder")
+    if args.no_wait and not args.detach:
+        raise ConfigError("--no-wait is for --detach", "add --detach, or drop --no-wait")
     if args.detach:
-        with console.status("starting the engine and checking the inputs..."):
-            run_dir = start_detached(config)
-        console.print(f"run started in the background: [bold]{run_dir}[/]\n"
-                      f"  follow it:  bsnn-tui --attach {run_dir}\n"
-                      f"  cancel it:  bsnn cancel {run_dir}\n"
-                      f"  list runs:  bsnn runs {run_dir.parent}", highlight=False, soft_wrap=True)
-        return 0
+        return _detached(console, config, wait=not args.no_wait)
     config.run_id = config.run_id or new_run_id()
     run_dir = Path(config.job_dir) / config.run_id
     printer = None if args.quiet else ProgressPrinter(console)  # run() emits on rank 0 only
@@ -99,3 +97,43 @@ def main(args: argparse.Namespace) -> int:
     console.print(f"run {summary['status']} after {summary['images']} images; partial summary "
                   f"in {run_dir}", highlight=False)
     return 130 if interrupts.received == signal.SIGINT else 1
+
+
+def _detached(console: Any, config: RunConfig, wait: bool) -> int:
+    """Start the run as its own process and say each phase it passes until it has been checked
+    (with `wait`) or has written its first event. Ctrl-C only stops the waiting: the engine is
+    in a session of its own, so the run goes on, and this says so."""
+    from bsnn.detach import spawn_engine
+    from bsnn.rundir import new_run_id
+
+    config.run_id = config.run_id or new_run_id()
+    run_dir = Path(config.job_dir).absolute() / config.run_id
+    console.print(f"starting run {config.run_id} in the background...", highlight=False)
+    engine = spawn_engine(config)
+    try:
+        _await_engine(console, engine, wait)
+    except KeyboardInterrupt:
+        console.print("\nCtrl-C: stopped waiting; the run goes on in the background (stop it "
+                      "with bsnn cancel)", highlight=False)
+    console.print(f"run started in the background: [bold]{run_dir}[/]\n"
+                  f"  follow it:  bsnn-tui --attach {run_dir}\n"
+                  f"  cancel it:  bsnn cancel {run_dir}\n"
+                  f"  list runs:  bsnn runs {run_dir.parent}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _await_engine(console: Any, engine: Any, wait: bool) -> None:
+    """Print each event of the engine until its run is checked (`wait`) or has started."""
+    from bsnn.cli.progress import ProgressPrinter
+    from bsnn.detach import await_engine
+
+    until = "its model, data and thresholds are checked" if wait else "it has started"
+    console.print(f"engine pid {engine.proc.pid}; waiting until {until} (Ctrl-C stops the "
+                  "waiting, not the run)", style="dim", highlight=False)
+    printer = ProgressPrinter(console)
+
+    def say(event: Event) -> None:  # a failure is said once, by the error await_engine raises
+        if not isinstance(event, Failed):
+            printer(event)
+
+    await_engine(engine, "simulate" if wait else None, on_event=say)

@@ -27,7 +27,7 @@ from bsnn.events import (
     describe,
     keep,
 )
-from bsnn.report import summarize, weights_in_words
+from bsnn.report import run_title, summarize, weights_in_words
 
 
 def progress_bar(console: Console, label: str, figures: str, transient: bool) -> Progress:
@@ -82,6 +82,7 @@ class ProgressPrinter:
 def print_summary(console: Console, summary: dict[str, Any]) -> None:
     """Per-step accuracy at powers of two, and per-layer thresholds and rates."""
     acc = summary["accuracy_per_step"]
+    console.print(f"[bold]{escape(run_title(summary))}[/]", highlight=False)  # what ran
     if not acc:
         console.print("no batch was simulated")
         return

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 # (column, minimum width it needs to stay readable), most useful first after the run id
-COLUMNS = (("status", 11), ("accuracy", 9), ("T", 5), ("model", 12), ("images", 7),
-           ("dataset", 8))
+COLUMNS = (("status", 11), ("accuracy", 9), ("T", 5), ("model", 12), ("dataset", 8),
+           ("images", 7), ("arch", 8), ("p", 5), ("device", 6))
 JSON_FIELDS = ("run_id", "run_dir", "status", "images", "images_total", "time_steps",
-               "final_accuracy", "ann_accuracy", "started_at", "device")
+               "final_accuracy", "ann_accuracy", "started_at", "device", "resolved")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cells(s: dict[str, Any]) -> dict[str, str]:
+    """One run's cells: the resolved values (bsnn.report.run_record), not the typed ones."""
+    from bsnn.report import arch_text, run_record
+
     acc = s["final_accuracy"]
-    c = s["config"]
-    return {"run": s["run_id"] or "?", "status": s["status"], "model": str(c.get("model")),
-            "dataset": str(c.get("dataset") or ""), "T": str(c.get("time")),
-            "images": str(s["images"]), "accuracy": "—" if acc is None else f"{100 * acc:.2f} %"}
+    r = run_record(s)
+    return {"run": s["run_id"] or "?", "status": s["status"], "model": str(r["model"]),
+            "dataset": str(r.get("dataset") or "?"), "arch": arch_text(r),
+            "T": str(r["time_steps"]), "p": str(r["percentile"]),
+            "device": str(r.get("device") or "?"), "images": str(s["images"]),
+            "accuracy": "—" if acc is None else f"{100 * acc:.2f} %"}
 
 
 def columns_that_fit(width: int, id_width: int) -> list[str]:
@@ -45,7 +50,7 @@ def columns_that_fit(width: int, id_width: int) -> list[str]:
             break
         kept.append(name)
         room -= need + 3
-    order = ("status", "model", "dataset", "T", "images", "accuracy")
+    order = ("status", "model", "arch", "dataset", "T", "p", "device", "images", "accuracy")
     return ["run", *(name for name in order if name in kept)]
 
 

@@ -53,7 +53,8 @@ def main(args: argparse.Namespace) -> int:
     console.print(f"{len(models) * len(percentiles) * len(variants)} runs into {base.job_dir}")
 
     def progress(r: dict) -> None:
-        console.print(f"  {r['model']} p={r['percentile']} {r['variant']}: ANN {r['ann_acc']} %, "
+        console.print(f"  {r['model']} ({r['arch']}, {r['dataset']}) p={r['percentile']} "
+                      f"{r['variant']}: ANN {r['ann_acc']} %, "
                       f"SNN {r['final_acc']} % at T={base.time}, within 1 point from "
                       f"T={r['first_step_within_1pt']}", highlight=False)
 

@@ -19,11 +19,13 @@ from torch import nn
 
 from bsnn.conversion.chain import POOLS, WEIGHTED, Group, chain_forward, extract_chain
 from bsnn.conversion.percentile import StreamingPercentile, check_percentile
+from bsnn.conversion.synapses import synapse_fan_out
 from bsnn.errors import ConfigError, ConversionError
 from bsnn.options import BINARY_WEIGHTS, GRANULARITIES
 from bsnn.snn.network import SpikingLayer, SpikingNetwork
 
 Batches = Callable[[], Iterable[torch.Tensor]]
+PassProgress = Callable[[int, int, int], None]  # (passes so far, exact layers, layers)
 
 
 @dataclass
@@ -49,13 +51,17 @@ def check_chain(model: nn.Module, groups: list[Group], x: torch.Tensor) -> None:
 
 def threshold_percentiles(
     groups: list[Group], batches: Batches, percentile: float, per_channel: bool,
+    progress: PassProgress | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
     """lambda per ReLU group (exact percentile over all images `batches` yields, eval mode), the
-    max activation per group, and max |input|: what the thresholds are set from."""
+    max activation per group, and max |input|: what the thresholds are set from. `progress`
+    hears after each pass how many groups are exact (a pass over many images can take
+    minutes)."""
     relu_groups = [g for g in groups if g.relu]
     estimators = [StreamingPercentile(percentile, per_channel) for _ in relu_groups]
     input_max = 0.0
     first = True
+    passes = 0
     with torch.no_grad():
         while not all(e.done for e in estimators):
             for x in batches():
@@ -66,9 +72,12 @@ def threshold_percentiles(
                     if not est.done:
                         est.update(a)
             first = False
+            passes += 1
             for est in estimators:
                 if not est.done:
                     est.end_pass()
+            if progress is not None:
+                progress(passes, sum(e.done for e in estimators), len(estimators))
     return [e.result for e in estimators], [e.max for e in estimators], input_max
 
 
@@ -93,28 +102,6 @@ def _names(groups: list[Group]) -> list[str]:
         if is_conv and any(isinstance(op, POOLS) for op in g.ops[first:]):
             block, index = block + 1, 0
     return names
-
-
-def _fan_out(ops: nn.Sequential, shape: tuple[int, ...]) -> torch.Tensor:
-    """Synapses each source neuron drives: nonzero weights of the next layer's first conv or
-    linear (exact at borders), traced back through any flatten / pooling before it."""
-    mask_ops: list[nn.Module] = []
-    for op in ops:
-        if isinstance(op, WEIGHTED):
-            masked = type(op).__new__(type(op))
-            masked.__dict__ = op.__dict__.copy()
-            masked._parameters = {"weight": (op.weight != 0).float(), "bias": None}
-            mask_ops.append(masked)
-            break
-        if isinstance(op, nn.AvgPool2d):  # count synapses (paths), not the 1/k^2 weights
-            op = nn.AvgPool2d(op.kernel_size, op.stride, op.padding, op.ceil_mode,
-                              op.count_include_pad, divisor_override=1)
-        mask_ops.append(op)
-    device = next((p.device for p in ops.parameters()), torch.device("cpu"))
-    x = torch.zeros(1, *shape, device=device, requires_grad=True)
-    with torch.enable_grad():
-        nn.Sequential(*mask_ops)(x).sum().backward()
-    return x.grad.reshape(-1).detach()
 
 
 def _per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -147,11 +134,13 @@ def convert(
     percentile: float = 99.7,
     granularity: str = "layer",
     binary_weights: str = "alpha",
+    progress: PassProgress | None = None,
 ) -> Conversion:
     """Convert `model` (eval mode), its thresholds set from the images that `batches()` yields.
 
     `batches` is called once per percentile pass (about three) and must yield the same images
-    each time, on the model's device.
+    each time, on the model's device. `progress(pass, exact, layers)` is called after each
+    pass.
     """
     check_options(percentile, granularity, binary_weights)
     model.eval()
@@ -159,7 +148,7 @@ def convert(
     sample = _first_batch(batches)
     check_chain(model, groups, sample[:8])
     lambdas, maxima, input_max = threshold_percentiles(groups, batches, percentile,
-                                                       granularity == "channel")
+                                                       granularity == "channel", progress)
     with torch.no_grad():
         _, acts = chain_forward(groups, sample[:1], keep=True)
         out_shape = tuple(chain_forward(groups, sample[:1])[0].shape[1:])
@@ -175,7 +164,7 @@ def convert(
         if lam is not None:
             prev_ref = lam.max()
     for layer, nxt in itertools.pairwise(layers):
-        layer.fan_out = _fan_out(nxt.ops, layer.shape)
+        layer.fan_out = synapse_fan_out(nxt.ops, layer.shape)
     net = SpikingNetwork(layers, tuple(sample.shape[1:]), percentile, granularity,
                          input_scale=input_max or 1.0)
     return Conversion(net, groups, warnings)

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from bsnn.report import summarize, write_exports
+from bsnn.report import run_title, summarize, write_exports
 from bsnn_tui import producers
 from bsnn_tui.feed import Problem, RunFeed
 from bsnn_tui.widgets.accuracy import AccuracyPlot
@@ -65,8 +65,9 @@ class RunScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        layers = "layers: thresholds · synops · energy · r · firing rates"
         for selector, title in (("#accuracy", "accuracy vs t"), ("#log", "log"),
-                                ("#layers", "layers: thresholds · synops · firing rates")):
+                                ("#layers", layers)):
             self.query_one(selector).border_title = title
         self.redraw()
         self.set_interval(REDRAW_S, self.redraw)
@@ -90,7 +91,9 @@ class RunScreen(Screen[None]):
         self.summary = summary = summarize(events)
         if summary["status"] != before:
             self.app.refresh_bindings()  # `c` cancels only a run that is still going
-        self.sub_title = " · ".join(filter(None, [summary["run_id"] or "starting", self.mode()]))
+        # the run id is on the status line; the header says what runs (the resolved record)
+        self.title = run_title(summary) if summary["run_id"] else "bsnn: starting"
+        self.sub_title = self.mode()
         self.query_one(RunProgress).show(summary, self.feed.why_failed(summary),
                                          self.feed.active)
         self.query_one(AccuracyPlot).show_run(summary)

@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
+from bsnn.report import arch_text, model_name, run_record, run_title
 from bsnn.rundir import list_runs
 from bsnn_tui.widgets.accuracy import AccuracyPlot, percent
 from bsnn_tui.widgets.progress import STATUS_STYLE
@@ -63,7 +64,8 @@ class RunsScreen(Screen[None]):
         table.border_title = "runs"
         for label, key in (("", "mark"), ("run", "run"), ("status", "status"),
                            ("acc@T", "acc"), ("ANN", "ann"), ("T", "T"), ("p", "p"),
-                           ("images", "images"), ("model", "model")):
+                           ("images", "images"), ("model", "model"), ("arch", "arch"),
+                           ("data set", "dataset"), ("device", "device")):
             table.add_column(label, key=key)
         self.query_one("#overlay").border_title = "accuracy vs t"
 
@@ -91,7 +93,7 @@ class RunsScreen(Screen[None]):
         table.clear()
         for e in entries:
             s = e.summary
-            c = s["config"]
+            r = run_record(s)  # what ran, not what was typed
             total = f"/{s['images_total']}" if s["images_total"] else ""
             table.add_row(
                 "✓" if e.run_dir in self.marked else " ",
@@ -99,10 +101,13 @@ class RunsScreen(Screen[None]):
                 Text(s["status"], style=STATUS_STYLE.get(s["status"], "")),
                 percent(s["final_accuracy"]),
                 percent(s["ann_accuracy"]),
-                str(c.get("time", "—")),
-                str(c.get("percentile", "—")),
+                str(r["time_steps"] or "—"),
+                str(r["percentile"] or "—"),
                 f"{s['images']}{total}",
-                str(c.get("model", "—")),
+                model_name(r["model"]),
+                arch_text(r),
+                str(r.get("dataset") or "?"),
+                str(r.get("device") or "?"),
                 key=str(e.run_dir),
             )
         if entries:
@@ -129,7 +134,7 @@ class RunsScreen(Screen[None]):
             s = chosen[0].summary
             plot.show_curves([(chosen[0].run_dir.name, s["accuracy_per_step"])], steps,
                              ann=s["ann_accuracy"], within=s["first_step_within_1pt"])
-            plot.border_subtitle = chosen[0].run_dir.name
+            plot.border_subtitle = f"{chosen[0].run_dir.name} · {run_title(s)}"
         else:
             plot.show_curves([(e.run_dir.name, e.summary["accuracy_per_step"]) for e in chosen],
                              steps)
