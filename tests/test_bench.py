@@ -18,7 +18,7 @@ from bsnn.cli import main
 def test_peak_memory_sees_a_known_allocation() -> None:
     with PeakMemory(torch.device("cpu")) as mem:
         block = torch.ones(10 * 2**20)  # 40 MiB, alive when the meter reads at exit
-    assert 40 <= mem.peak / 2**20 < 48
+    assert 39.5 <= mem.peak / 2**20 < 48  # a few KiB freed earlier may be reused
     del block
     with PeakMemory(torch.device("cpu")) as idle:
         pass
