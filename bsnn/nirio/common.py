@@ -6,11 +6,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from torch import nn
-
+from bsnn.conversion.chain import WEIGHTED
 from bsnn.errors import ConfigError
 
-WEIGHTED = (nn.Conv2d, nn.Linear)
+__all__ = ["WEIGHTED", "load_nir", "pair"]
 
 
 def load_nir() -> ModuleType:
