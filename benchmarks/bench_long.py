@@ -127,7 +127,7 @@ def many_runs(n: int, job_dir: Path) -> Path:
 
 def time_listing(runs: Path, n: int) -> dict[str, float]:
     """Seconds for `bsnn runs --json` (process start included), list_runs, and the runs screen
-    from the key press to its table holding every run."""
+    from the key press to its first screenful of rows and to its table holding every run."""
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bsnn", "runs", str(runs), "--json"], cwd=ROOT,
                    check=True, capture_output=True)
@@ -137,22 +137,34 @@ def time_listing(runs: Path, n: int) -> dict[str, float]:
     t = time.perf_counter()
     assert len(list_runs(runs)) == n
     api = time.perf_counter() - t
-    return {"bsnn runs --json": cli, "list_runs": api, "runs screen": runs_screen(runs, n)}
+    first, every = runs_screen(runs, n)
+    return {"bsnn runs --json": cli, "list_runs": api, "runs screen: first rows": first,
+            "runs screen: all rows": every}
 
 
-def runs_screen(runs: Path, n: int) -> float:
+def runs_screen(runs: Path, n: int) -> tuple[float, float]:
+    from textual.widgets import DataTable
+
     from bsnn.config import RunConfig
     from bsnn_tui.app import BsnnApp
+    from bsnn_tui.screens.runs import FIRST_ROWS
 
-    async def drive() -> float:
+    async def rows_reach(app: BsnnApp, count: int, t: float) -> float:
+        while not app.screen.query(DataTable) or \
+                app.screen.query_one(DataTable).row_count < count:
+            await asyncio.sleep(0.005)
+        return time.perf_counter() - t
+
+    async def drive() -> tuple[float, float]:
         app = BsnnApp(RunConfig(job_dir=str(runs)))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.press("escape")
             t = time.perf_counter()
+            # watched beside the key press, which itself returns only once the app is idle
+            first = asyncio.create_task(rows_reach(app, min(n, FIRST_ROWS), t))
+            every = asyncio.create_task(rows_reach(app, n, t))
             await pilot.press("r")
-            while len(getattr(app.screen, "entries", ())) < n:
-                await asyncio.sleep(0.02)
-            return time.perf_counter() - t
+            return await first, await every
 
     return asyncio.run(drive())
 
@@ -183,7 +195,7 @@ def main() -> int:
             runs = many_runs(args.runs, Path(tmp))
             print(f"job dir of {args.runs:,} runs (copies of a finished T=32 run)")
             for name, seconds in time_listing(runs, args.runs).items():
-                print(f"  {name:18} {seconds:7.2f} s   (target < {TARGET_LIST_S:.0f} s)")
+                print(f"  {name:24} {seconds:7.2f} s   (target < {TARGET_LIST_S:.0f} s)")
     return 0
 
 

@@ -185,6 +185,53 @@ def test_cancel_marker_and_status(tmp_path: Path) -> None:
     assert [(r["run_id"], r["status"]) for r in runs] == [("r1", "cancelled")]
 
 
+def _ended_run(run_dir: Path) -> Path:
+    """A run folder as `bsnn convert` leaves it: its summary.json (written for the terminal
+    event, just before that event is logged), then the event."""
+    from bsnn.report import write_exports
+
+    events = [*ONE_OF_EACH[:-3], Finished(images=8, wall_time_s=1.0, final_accuracy=1.0)]
+    events[0] = Started(run_id=run_dir.name, run_dir=str(run_dir), config={"time": 2},
+                        device="cpu", pid=1, host="h")
+    log = EventLog(run_dir / EVENTS_FILE)
+    for event in events[:-1]:
+        log(event)
+    write_exports(run_dir, read_events(run_dir) + events[-1:])
+    log(events[-1])
+    log.close()
+    return run_dir
+
+
+def test_listing_reads_the_summary_an_ended_run_wrote_and_the_log_otherwise(
+        tmp_path: Path) -> None:
+    run_dir = _ended_run(tmp_path / "r1")
+    (listed,) = list_runs(tmp_path)
+    assert listed["status"] == "finished"
+    fresh = summarize(read_events(run_dir)) | {"run_dir": str(run_dir)}
+    assert json.dumps(listed, sort_keys=True) == json.dumps(fresh, sort_keys=True)
+
+    saved = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps(saved | {"images": 12345}))
+    assert list_runs(tmp_path)[0]["images"] == 12345  # read from summary.json, not the log
+
+    stale = {
+        "a summary of another status": saved | {"status": "cancelled", "images": 12345},
+        "an older bsnn's summary": {k: v for k, v in saved.items() if k != "energy"},
+        "a torn file": '{"status": "finished", "imag',
+    }
+    for what, text in stale.items():
+        (run_dir / "summary.json").write_text(text if isinstance(text, str)
+                                              else json.dumps(text))
+        assert list_runs(tmp_path)[0]["images"] == fresh["images"], what
+
+    (run_dir / "summary.json").write_text(json.dumps(saved | {"images": 12345}))
+    with open(run_dir / EVENTS_FILE, "a") as f:  # the log goes on past the summary's end
+        f.write(json.dumps(batch(9).to_dict()) + "\n")
+    assert list_runs(tmp_path)[0]["images"] == 9
+    (run_dir / EVENTS_FILE).write_text("")
+    assert list_runs(tmp_path)[0]["status"] == "interrupted"
+
+
 def test_summary_says_whether_the_weights_are_binary() -> None:
     from bsnn.report import summary_markdown, weights_in_words
 

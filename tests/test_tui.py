@@ -22,7 +22,7 @@ import torch
 from test_tui_support import FakeEngine, fake_events, wait_for, write_run
 from textual.pilot import Pilot
 from textual.widget import Widget
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import DataTable, Input, Label, Select, Static
 
 from bsnn.config import RunConfig
 from bsnn.detach import wait_until_done
@@ -35,7 +35,7 @@ from bsnn_tui.app import BsnnApp, main
 from bsnn_tui.feed import RunFeed
 from bsnn_tui.options import build_parser, serve_command
 from bsnn_tui.screens.run import RunScreen
-from bsnn_tui.screens.runs import RunsScreen
+from bsnn_tui.screens.runs import FIRST_ROWS, ROWS_PER_CHUNK, RunsScreen
 from bsnn_tui.screens.setup import SetupScreen
 from bsnn_tui.widgets.accuracy import PLOT_S, AccuracyPlot
 from bsnn_tui.widgets.heatmap import RateHeatmap
@@ -322,6 +322,33 @@ async def test_runs_screen_reads_finished_and_partial_runs(tmp_path: Path) -> No
         assert (summary["images"], summary["images_total"]) == (64, 96)  # 4 of 6 batches
         assert run_screen(app).query_one(AccuracyPlot).curves[0][1] == \
             summary["accuracy_per_step"]
+
+
+@pytest.mark.asyncio
+async def test_a_large_job_dir_shows_its_newest_runs_first_and_then_every_run(
+        tmp_path: Path) -> None:
+    count = FIRST_ROWS + ROWS_PER_CHUNK + 7  # three chunks
+    events = fake_events(tmp_path / "run-000", batches=1)
+    for i in range(count):
+        write_run(tmp_path / f"run-{i:03d}", events)
+    app = BsnnApp(RunConfig(job_dir=str(tmp_path)))
+    async with app.run_test() as pilot:
+        screen = await open_runs_screen(app, pilot, count=count)
+        table = screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == count, what="every row")
+        names = [str(table.get_row_at(i)[1]) for i in range(count)]
+        assert names == [f"run-{i:03d}" for i in reversed(range(count))]
+
+        await pilot.press(*["down"] * (FIRST_ROWS + 3))  # a row of the second chunk
+        chosen = screen.current()
+        assert chosen is not None and chosen.run_dir.name == names[FIRST_ROWS + 3]
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: app.screen is not screen, what="the help screen")
+        write_run(tmp_path / "run-999", events)  # a newer run, listed when we come back
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: table.row_count == count + 1, what="the new listing")
+        now = screen.current()
+        assert now is not None and now.run_dir == chosen.run_dir  # still on the run it was on
 
 
 @pytest.mark.asyncio

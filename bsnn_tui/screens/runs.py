@@ -1,7 +1,8 @@
 """The runs screen: every run in the job dir, its outcome, and their curves overlaid.
 
-Each row comes from the run's own events.jsonl through summarize(), so a run another process is
-writing, a finished one and one cut short by a crash are all read the same way.
+Each row comes from list_runs: the summary a run wrote as it ended, otherwise its own
+events.jsonl through summarize(), so a run another process is writing, a finished one and one cut
+short by a crash are all read the same way.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from bsnn.report import arch_text, model_name, run_record, run_title
-from bsnn.rundir import list_runs
+from bsnn.rundir import iter_runs
 from bsnn_tui.widgets.accuracy import AccuracyPlot, percent
 from bsnn_tui.widgets.progress import STATUS_STYLE
 
@@ -26,14 +27,13 @@ if TYPE_CHECKING:
     from bsnn_tui.app import BsnnApp
 
 
+FIRST_ROWS = 60  # more than a screenful
+ROWS_PER_CHUNK = 150
+
+
 class RunEntry(NamedTuple):
     run_dir: Path
     summary: dict[str, Any]
-
-
-def run_entries(job_dir: Path) -> list[RunEntry]:
-    """The job dir's runs, newest first."""
-    return [RunEntry(Path(s["run_dir"]), s) for s in reversed(list_runs(job_dir))]
 
 
 class RunsScreen(Screen[None]):
@@ -50,6 +50,9 @@ class RunsScreen(Screen[None]):
         self.job_dir = job_dir
         self.entries: list[RunEntry] = []
         self.marked: set[Path] = set()
+        self._listing: list[RunEntry] = []  # the listing being read
+        self._cursor: tuple[Path | None, int] = (None, -1)  # the run and row to come back to
+        self._lister: Worker[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,48 +77,85 @@ class RunsScreen(Screen[None]):
         self._load()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="list")
-    def _load(self) -> list[RunEntry]:
-        return run_entries(self.job_dir)
+    def _load(self) -> None:
+        """Read the runs newest first and hand them over in chunks: the first screenful shows
+        while the rest of a large job dir is read, and the table (which measures every cell
+        it is given) grows a chunk per call, so keys stay live."""
+        worker = get_current_worker()
+        self.app.call_from_thread(self._begin_listing, worker)
+        chunk: list[RunEntry] = []
+        size = FIRST_ROWS
+        for summary in iter_runs(self.job_dir, newest_first=True):
+            if worker.is_cancelled:
+                return
+            chunk.append(RunEntry(Path(summary["run_dir"]), summary))
+            if len(chunk) == size:
+                self.app.call_from_thread(self._add_entries, worker, chunk)
+                chunk, size = [], ROWS_PER_CHUNK
+        self.app.call_from_thread(self._add_entries, worker, chunk, done=True)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "list":
-            return
-        if event.worker.state == WorkerState.SUCCESS:
-            self.show_entries(event.worker.result)
-        elif event.worker.state == WorkerState.ERROR:
+        if event.worker.group == "list" and event.worker.state == WorkerState.ERROR:
             self.notify(str(event.worker.error), title="could not list runs", severity="error")
 
-    def show_entries(self, entries: list[RunEntry]) -> None:
-        self.entries = entries
-        self.marked &= {e.run_dir for e in entries}
+    def _begin_listing(self, worker: Worker[None]) -> None:
+        self._lister = worker  # a newer listing ends an older one's chunks
+        current = self.current()
+        self._cursor = (current.run_dir if current else None,
+                        self.query_one(DataTable).cursor_row)
+        self._listing = []
+
+    def _add_entries(self, worker: Worker[None], chunk: list[RunEntry], done: bool = False,
+                     ) -> None:
+        if worker is not self._lister:
+            return
         table = self.query_one(DataTable)
-        row = table.cursor_row
-        table.clear()
-        for e in entries:
-            s = e.summary
-            r = run_record(s)  # what ran, not what was typed
-            total = f"/{s['images_total']}" if s["images_total"] else ""
-            table.add_row(
-                "✓" if e.run_dir in self.marked else " ",
-                e.run_dir.name,
-                Text(s["status"], style=STATUS_STYLE.get(s["status"], "")),
-                percent(s["final_accuracy"]),
-                percent(s["ann_accuracy"]),
-                str(r["time_steps"] or "—"),
-                str(r["percentile"] or "—"),
-                f"{s['images']}{total}",
-                model_name(r["model"]),
-                arch_text(r),
-                str(r.get("dataset") or "?"),
-                str(r.get("device") or "?"),
-                key=str(e.run_dir),
-            )
-        if entries:
-            table.move_cursor(row=min(row, len(entries) - 1))
-        self.query_one("#runs-hint", Static).update(
-            f"{len(entries)} runs · Enter opens · Space marks runs to overlay their curves"
-            if entries else f"no runs in {self.job_dir} yet: start one (s)")
-        self.show_overlay()
+        if not self._listing and (chunk or done):
+            table.clear()
+        self._listing.extend(chunk)
+        self.entries = self._listing
+        for e in chunk:
+            table.add_row(*self._cells(e), key=str(e.run_dir))
+        self._restore_cursor(chunk, done)
+        if done:
+            self.marked &= {e.run_dir for e in self.entries}
+            self.query_one("#runs-hint", Static).update(
+                f"{len(self.entries)} runs · Enter opens · Space marks runs to overlay their "
+                f"curves" if self.entries else f"no runs in {self.job_dir} yet: start one (s)")
+        if len(self.entries) == len(chunk) or done:
+            self.show_overlay()
+
+    def _restore_cursor(self, chunk: list[RunEntry], done: bool) -> None:
+        """Back on the run it was on when that run's row comes; at the end, if it is gone,
+        on the row it was at (or the last one)."""
+        run_dir, row = self._cursor
+        table = self.query_one(DataTable)
+        if run_dir is not None and any(e.run_dir == run_dir for e in chunk):
+            table.move_cursor(row=table.get_row_index(str(run_dir)))
+            self._cursor = (None, -1)
+        elif done and row >= 0 and self.entries and \
+                all(e.run_dir != run_dir for e in self.entries):
+            table.move_cursor(row=min(row, len(self.entries) - 1))
+
+    def _cells(self, e: RunEntry) -> tuple[Text, ...]:
+        """One run's row; Text, not str, so a name with [brackets] is not read as markup."""
+        s = e.summary
+        r = run_record(s)  # what ran, not what was typed
+        total = f"/{s['images_total']}" if s["images_total"] else ""
+        return (
+            Text("✓" if e.run_dir in self.marked else " "),
+            Text(e.run_dir.name),
+            Text(s["status"], style=STATUS_STYLE.get(s["status"], "")),
+            Text(percent(s["final_accuracy"])),
+            Text(percent(s["ann_accuracy"])),
+            Text(str(r["time_steps"] or "—")),
+            Text(str(r["percentile"] or "—")),
+            Text(f"{s['images']}{total}"),
+            Text(model_name(r["model"])),
+            Text(arch_text(r)),
+            Text(str(r.get("dataset") or "?")),
+            Text(str(r.get("device") or "?")),
+        )
 
     def current(self) -> RunEntry | None:
         table = self.query_one(DataTable)
