@@ -671,3 +671,16 @@ async def test_a_live_curve_is_redrawn_at_most_once_per_plot_interval(tmp_path: 
         plot.border_subtitle = "repainted"
         await pilot.pause()
         assert plot.builds == builds  # a repaint reuses the figure
+
+
+def test_the_time_axis_is_labelled_in_whole_steps() -> None:
+    from bsnn_tui.widgets.accuracy import step_ticks
+
+    assert step_ticks(8) == [1, 2, 4, 6, 8]
+    assert step_ticks(80) == [1, 32, 64, 80]  # the default T: its end is shown
+    assert step_ticks(256) == [1, 64, 128, 192, 256]
+    assert step_ticks(2) == [1, 2]
+    for last in range(2, 1100):
+        ticks = step_ticks(last)
+        assert ticks[0] == 1 and ticks[-1] <= last and len(ticks) <= 6, last
+        assert ticks == sorted(set(ticks)), last

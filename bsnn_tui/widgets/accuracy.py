@@ -26,6 +26,18 @@ def percent(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f} %"
 
 
+def step_ticks(last: int) -> list[int]:
+    """Whole time steps for the x axis: 1, then multiples of a power of two (T is usually one),
+    about four of them, and `last` where the last multiple leaves a gap."""
+    step = 1
+    while step * 4 < last - 1:
+        step *= 2
+    ticks = [1, *range(step, last + 1, step)] if step > 1 else list(range(1, last + 1))
+    if last - ticks[-1] >= step / 2:
+        ticks.append(last)
+    return ticks
+
+
 class AccuracyPlot(PlotextPlot):
     """SNN accuracy (%) at each step t. For one run the ANN's accuracy on the same images is a
     reference line and the step from which the SNN stays within 1 point of it is marked; for
@@ -89,6 +101,7 @@ class AccuracyPlot(PlotextPlot):
         plt.clear_figure()
         longest = max([steps, *(len(acc) for _, acc in curves)], default=0)
         plt.xlim(1, max(longest, 2))
+        plt.xticks(step_ticks(max(longest, 2)))
         plt.ylim(0, 100)
         plt.xlabel("time step t")
         for (label, acc), colour in zip(curves, CURVE_COLOURS * 8, strict=False):
