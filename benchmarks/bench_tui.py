@@ -172,6 +172,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--runs", type=int, default=3,
+                   help="runs in a row per process and mode, the first a warm-up (at least 2)")
     p.add_argument("--throughput", action="store_true",
                    help="also compare a run's throughput with the dashboard vs headless")
     p.add_argument("--model", default="bundled:digits-fp")
@@ -191,7 +193,8 @@ def main() -> int:
         return 0
     print_first_paint(first_paint(args.repeat))
     if args.throughput:
-        print_throughput(config, compare_throughput(config, repeat=max(1, args.repeat // 2)))
+        print_throughput(config, compare_throughput(config, repeat=max(1, args.repeat // 2),
+                                                        runs=max(2, args.runs)))
     return 0
 
 

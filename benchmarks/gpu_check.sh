@@ -33,9 +33,11 @@ FAILED=0
 step() {  # step NAME LIMIT_S COMMAND...: run, log to OUTDIR/NAME.log, remember a failure
   local name=$1 limit=$2; shift 2
   echo "== $name (limit ${limit}s)"
+  local t0=$SECONDS
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
   echo "$rc" >"$OUT/$name.rc"
+  echo "   $name: $((SECONDS - t0))s"
   [ "$rc" -eq 0 ] || { FAILED=1; echo "   $name failed (exit $rc): see $OUT/$name.log"; }
 }
 
@@ -66,10 +68,10 @@ step bench "${LIMITS[3]}" "$PY" benchmarks/gpu_check.py bench --device "$DEVICE"
   --out "$OUT" $QUICK
 
 # 5. the dashboard's throughput (detached is the CUDA default), against headless
-if [ -n "$QUICK" ]; then SIZE=(--eval-size 16 --time 8 --batch-size 8); else
-  SIZE=(--eval-size -1 --time 256 --batch-size 256); fi
-step dashboard "${LIMITS[4]}" "$PY" benchmarks/bench_tui.py --throughput --repeat 2 \
-  --device "$DEVICE" "${SIZE[@]}"
+if [ -n "$QUICK" ]; then SIZE=(--eval-size 16 --time 8 --batch-size 8 --repeat 1 --runs 2)
+else SIZE=(--eval-size -1 --time 256 --batch-size 256 --repeat 2); fi
+step dashboard "${LIMITS[4]}" "$PY" benchmarks/bench_tui.py --throughput --device "$DEVICE" \
+  "${SIZE[@]}"
 
 "$PY" benchmarks/gpu_check.py report --out "$OUT" || FAILED=1
 echo "== done in $((SECONDS - START))s: $OUT/results.md"
