@@ -28,13 +28,20 @@ SMALL = ["--time", "4", "--eval_size", "32", "--batch-size", "16", "--norm", "32
          "--n-workers", "0", "--device", "cpu"]
 
 
+def _as_foreground_job() -> None:
+    """A terminal's foreground job takes Ctrl-C; a shell's background job (pytest started
+    with `&`) ignores SIGINT, and its children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def detach(model: Path, job: Path, *flags: str) -> subprocess.Popen[str]:
     """`bsnn convert --detach` in a session of its own, as a terminal's foreground job."""
     cmd = [sys.executable, "-m", "bsnn", "convert", "--model", str(model), "--job-dir", str(job),
            "--run-id", "r", "--detach", *SMALL, *flags]
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_as_foreground_job)
 
 
 def lines_until_exit(proc: subprocess.Popen[str]) -> list[tuple[float, str]]:
