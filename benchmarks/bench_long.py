@@ -1,16 +1,21 @@
 """Long runs and many runs: memory of a long run's engine and of a dashboard attached to it, and
 the time to list a job dir of many runs.
 
-    python benchmarks/bench_long.py                     # what fits a small CPU: 1,440 images, T=256
+    python benchmarks/bench_long.py                     # what fits a small CPU: 2,000 images, T=256
     python benchmarks/bench_long.py --full              # the issue's case: 10,000 images, T=1024
     python benchmarks/bench_long.py --runs 1000 --skip-memory
 
-Memory: a detached engine (a process of its own, as `bsnn convert --detach`) runs the bundled
-model; a dashboard follows it (`bsnn-tui --attach`, headless, in a process of its own). Each
-process's peak resident memory (VmHWM) is read when the run passes 10 % and 100 % of its images;
-flat means the two are within 10 %. Many runs: a real run folder is copied N times (its log's
-run id rewritten, as `bsnn convert` writes them), then `bsnn runs --json`, bsnn.rundir.list_runs
-and the dashboard's runs screen are timed on that job dir.
+Memory: a detached engine (a process of its own, as `bsnn convert --detach`) runs a model the
+size of the bundled one (vgg8ab at width 0.125: 8 to 32 channels, random weights, whose
+accuracy does not matter here) on real CIFAR-10 images (../shared/data/cifar10-2k, 20,000; the
+bundled digits have only 360 to evaluate); a dashboard follows it (`bsnn-tui --attach`,
+headless, in a process of its own). Each process's peak resident memory (VmHWM) is read when the
+run passes 10 % and 100 % of its images; flat means the two are within 10 %. Each process's
+whole-life peak is printed too: the engine's end-of-run exports (a plot) add to it once.
+
+Many runs: a real run folder is copied N times (its log's run id rewritten, as `bsnn convert`
+writes them), then `bsnn runs --json`, bsnn.rundir.list_runs and the dashboard's runs screen
+are timed on that job dir.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -60,11 +66,40 @@ def images_done(run_dir: Path) -> tuple[int, int]:
     return 0, 0
 
 
-def memory_case(images: int, steps: int, batch: int, job_dir: Path) -> dict[str, float]:
-    """Peak RSS of the engine and of an attached dashboard at 10 % and at 100 % of a run."""
+def long_run_inputs(images_dir: Path, tmp: Path) -> tuple[Path, Path]:
+    """A small random vgg8ab checkpoint, and a data folder whose val/ (what a run evaluates) and
+    train/ (calibration) are both the real images."""
+    import torch
+
+    from bsnn.checkpoint import ModelMeta, save_checkpoint
+    from bsnn.data import IMAGENET_MEAN, IMAGENET_STD
+    from bsnn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vgg8ab", 10, (3, 32, 32), width=0.125)
+    checkpoint = tmp / "vgg8ab-w0.125.pt"
+    save_checkpoint(checkpoint, model, ModelMeta(
+        arch="vgg8ab", dataset="imagefolder", num_classes=10, input_shape=(3, 32, 32),
+        mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD), width=0.125))
+    data = tmp / "data"
+    data.mkdir()
+    for split in ("train", "val"):
+        (data / split).symlink_to(images_dir.resolve())
+    return checkpoint, data
+
+
+def memory_case(images: int, steps: int, batch: int, job_dir: Path,
+                images_dir: Path) -> dict[str, float]:
+    """Peak RSS (VmHWM) of the engine and of an attached dashboard when the run passes 10 % and
+    100 % of its images, and over each process's whole life (ru_maxrss when it is reaped, which
+    Linux takes over the process and the children it reaped: the engine's end-of-run exports, a
+    plot among them, count there and only there)."""
     run_dir = job_dir / "long"
+    job_dir.mkdir(parents=True)
+    checkpoint, data = long_run_inputs(images_dir, job_dir)
     engine = subprocess.Popen(
-        [sys.executable, "-m", "bsnn", "convert", "--model", "bundled:digits-fp",
+        [sys.executable, "-m", "bsnn", "convert", "--model", str(checkpoint),
+         "--dataset", "imagefolder", "--data", str(data),
          "--eval_size", str(images), "--time", str(steps), "--batch-size", str(batch),
          "--job-dir", str(job_dir), "--run-id", "long", "--device", "cpu"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,18 +108,25 @@ def memory_case(images: int, steps: int, batch: int, job_dir: Path) -> dict[str,
     dash = subprocess.Popen([sys.executable, "-c", DASHBOARD, str(run_dir)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marks: dict[str, float] = {}
-    while engine.poll() is None:
+    while not (ended := os.wait4(engine.pid, os.WNOHANG))[0]:
         done, total = images_done(run_dir)
-        if total and done >= total / 10 and "engine_10" not in marks:
-            marks.update(engine_10=peak_rss_mb(engine.pid), dash_10=peak_rss_mb(dash.pid))
-        if total and done >= total:
-            marks.update(engine_100=peak_rss_mb(engine.pid), dash_100=peak_rss_mb(dash.pid))
-        time.sleep(0.2)
-    marks.setdefault("engine_100", 0.0)
+        mark = "100" if total and done >= total else "10" if total and done >= total / 10 else ""
+        if mark and f"engine_{mark}" not in marks and (rss := peak_rss_mb(engine.pid)):
+            marks.update({f"engine_{mark}": rss, f"dash_{mark}": peak_rss_mb(dash.pid)})
+        time.sleep(0.05)
+    engine.returncode = os.waitstatus_to_exitcode(ended[1])
+    done, total = images_done(run_dir)
+    if engine.returncode != 0 or "engine_10" not in marks or not total or done < total:
+        dash.kill()
+        raise SystemExit(f"the long run ended (exit {engine.returncode}) at {done} of {total} "
+                         f"images, or before its 10 % mark was seen: see {run_dir}/events.jsonl")
+    marks["engine_life"] = ended[2].ru_maxrss / 1024  # KB on Linux
     time.sleep(2)  # the dashboard reads the last lines
-    marks["dash_100"] = max(marks.get("dash_100", 0.0), peak_rss_mb(dash.pid))
+    marks["dash_100"] = peak_rss_mb(dash.pid)
     dash.terminate()
-    dash.wait(timeout=30)
+    _, status, usage = os.wait4(dash.pid, 0)
+    dash.returncode = os.waitstatus_to_exitcode(status)
+    marks["dash_life"] = usage.ru_maxrss / 1024
     return marks
 
 
@@ -173,7 +215,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="10,000 images at T=1024 (hours on CPU)")
-    p.add_argument("--images", type=int, default=1440)
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--images-dir", type=Path, default=ROOT.parent / "shared/data/cifar10-2k/train",
+                   help="a folder of class folders of images (default: ../shared/data/cifar10-2k)")
     p.add_argument("--time", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--runs", type=int, default=1000)
@@ -183,14 +227,15 @@ def main() -> int:
     images, steps = (10_000, 1024) if args.full else (args.images, args.time)
     with TemporaryDirectory() as tmp:
         if not args.skip_memory:
-            m = memory_case(images, steps, args.batch_size, Path(tmp) / "long")
-            print(f"long run: bundled:digits-fp, {images:,} images, T={steps}, "
-                  f"batch {args.batch_size}; peak resident MB at 10 % / 100 %")
+            m = memory_case(images, steps, args.batch_size, Path(tmp) / "long", args.images_dir)
+            print(f"long run: vgg8ab x0.125 on {args.images_dir}, {images:,} images, T={steps}, "
+                  f"batch {args.batch_size}; peak resident MB")
+            print(f"  {'':7} {'at 10 %':>8} {'at 100 %':>9} {'growth':>7} {'whole life':>11}")
             for who in ("engine", "dash"):
                 a, b = m.get(f"{who}_10", 0.0), m.get(f"{who}_100", 0.0)
-                growth = b / a - 1 if a else float("nan")
-                print(f"  {who:7} {a:8.1f} {b:8.1f}  {growth:+6.1%} "
-                      f"(target within {TARGET_GROWTH:.0%})")
+                growth = f"{b / a - 1:+7.1%}" if a and b else "   —   "
+                print(f"  {who:7} {a:8.1f} {b:9.1f} {growth} {m[who + '_life']:11.1f}   "
+                      f"(target: growth within {TARGET_GROWTH:.0%})")
         if not args.skip_listing:
             runs = many_runs(args.runs, Path(tmp))
             print(f"job dir of {args.runs:,} runs (copies of a finished T=32 run)")
