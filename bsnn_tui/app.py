@@ -49,7 +49,8 @@ class BsnnApp(App[None]):
     def __init__(self, config: RunConfig | None = None, *, start: bool = False,
                  attach: Path | None = None, run_mode: str = "auto") -> None:
         super().__init__()
-        self.setup = SetupScreen(config or RunConfig(), run_mode)
+        self.setup = SetupScreen(config or RunConfig(), run_mode,
+                                 defer_loading=attach is not None)
         self.live: RunFeed | None = None  # the run this app started, if any
         self.left_running: Path | None = None  # a detached run still going when we quit
         self._cancel = threading.Event()

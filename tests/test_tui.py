@@ -379,6 +379,23 @@ async def test_attach_follows_a_run_written_by_another_process(tmp_path: Path) -
         assert len(seen - {0, 80}) >= 2  # it was watched batch by batch, not read at the end
 
 
+@pytest.mark.asyncio
+async def test_a_viewer_loads_the_form_only_when_it_is_shown(tmp_path: Path) -> None:
+    """--attach opens on the run: the form under it reads no checkpoint (torch, ~400 MB) until
+    the user goes to it."""
+    run_dir = write_run(tmp_path / "done", fake_events(tmp_path / "done", batches=2))
+    app = BsnnApp(RunConfig(job_dir=str(tmp_path)), attach=run_dir)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: run_screen(app).summary["status"] == "finished",
+                       timeout=20, what="the attached run to be read")
+        await pilot.pause(0.3)
+        assert not app.setup.loaded and not app.setup.meta
+        assert not [w for w in app.workers if w.group in ("catalog", "describe")]
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.setup.meta, timeout=60, what="the form's model")
+        assert app.setup.loaded
+
+
 # -- end to end with the real engine ------------------------------------------------------------
 
 

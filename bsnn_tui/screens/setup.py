@@ -88,10 +88,16 @@ class SetupScreen(Screen[None]):
     TITLE = "bsnn"
     SUB_TITLE = "set up a run"
 
-    def __init__(self, config: RunConfig, run_mode: str = "auto") -> None:
+    def __init__(self, config: RunConfig, run_mode: str = "auto", *,
+                 defer_loading: bool = False) -> None:
         super().__init__()
         self.initial = config
         self.initial_run_mode = run_mode
+        # A viewer opened on a run (--attach) leaves torch unloaded (about 400 MB) until the
+        # form is first shown: it is under the run's screen from the start.
+        self.loaded = False
+        self._defer_loading = defer_loading
+        self._suspended = False
         self.cuda: bool | None = None  # whether torch sees CUDA: known once the catalog is in
         self.meta: dict[str, Any] = {}
         self.reasons: dict[str, str] = {}
@@ -140,10 +146,19 @@ class SetupScreen(Screen[None]):
         self.query_one("#model-info", ModelInfo).border_title = "model"
         self.query_one("#checks").border_title = "check"
         self.check_form()
-        # After the first paint: importing torch in a thread holds the GIL for seconds.
-        self.call_after_refresh(self.load_lazily)
+        if not self._defer_loading:
+            # After the first paint: importing torch in a thread holds the GIL for seconds.
+            self.call_after_refresh(self.load_lazily)
+
+    def on_screen_suspend(self) -> None:
+        self._suspended = True
+
+    def on_screen_resume(self) -> None:
+        if self._suspended and not self.loaded:  # back from the run it was opened on
+            self.call_after_refresh(self.load_lazily)
 
     def load_lazily(self) -> None:
+        self.loaded = True
         self.load_catalog()
         self.describe(self.model())
 
@@ -277,6 +292,8 @@ class SetupScreen(Screen[None]):
         return catalog.discover(Path.cwd())
 
     def describe(self, model: str) -> None:
+        if not self.loaded:  # load_lazily describes the model the form holds by then
+            return
         self.query_one("#model-info", ModelInfo).loading(model)
         self._describe(model)
 
