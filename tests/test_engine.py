@@ -22,6 +22,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ from bsnn.conversion import chain_forward, convert
 from bsnn.errors import ConfigError
 from bsnn.models import BinaryConv2d, BinaryLinear, build_model
 from bsnn.snn import options as sim_options
-from bsnn.snn.engine import Engine, HalfCurrent
+from bsnn.snn.engine import Engine, HalfCurrent, choose_chunk
 from bsnn.snn.network import SpikingLayer, SpikingNetwork
 from bsnn.snn.options import SimOptions
 
@@ -619,3 +620,12 @@ def test_cuda_one_neuron_exact() -> None:
         counts = Engine(net, SimOptions(T, reset=reset, v0=v0)).run_batch(
             torch.full((1, 1, 1, 1), 0.375, device="cuda"), torch.tensor([0], device="cuda"))
         assert [t for t in range(T) if counts.spikes[0, t] > 0] == SPIKE_STEPS[reset, v0]
+
+
+@pytest.mark.parametrize(("batch", "time", "chunk"), [(8, 32, 4), (1, 8, 8), (31, 64, 2),
+                                                       (32, 64, 1), (256, 64, 1)])
+def test_cpu_chunks_give_each_conv_call_32_images(batch: int, time: int, chunk: int) -> None:
+    """Small CPU batches run several steps per conv call (measured: half the time at batch 8);
+    from batch 32 up, one step, never more than T."""
+    net = SimpleNamespace(layers=[])  # the CPU rule reads only batch and T
+    assert choose_chunk(net, batch, time, torch.device("cpu")) == chunk  # type: ignore[arg-type]

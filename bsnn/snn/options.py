@@ -32,7 +32,7 @@ class SimOptions:
     encoding: str = "constant"
     seed: int = 0
     readout_delay: int = 0  # output ignores the first k steps (their currents are transients)
-    time_chunk: int | None = None  # steps per chunk; None: chosen from a memory budget
+    time_chunk: int | None = None  # steps per chunk; None: chosen by engine.choose_chunk
     precision: str = "auto"  # one of PRECISIONS
 
     def __post_init__(self) -> None:
