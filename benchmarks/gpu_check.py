@@ -84,11 +84,11 @@ def _bundled(quick: bool) -> list[tuple[str, SpikingNetwork, torch.Tensor, torch
     return nets
 
 
-def _random_vgg15(binary: bool, n: int,
-                  width: float) -> tuple[str, SpikingNetwork, torch.Tensor, torch.Tensor]:
+def _random_vgg15(binary: bool, n: int, width: float,
+                  calib_batch: int) -> tuple[str, SpikingNetwork, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     model = build_model("vgg15ab", 100, (3, 32, 32), binary=binary, width=width).eval()
-    calib = [torch.randn(8 if width < 0.1 else 16, 3, 32, 32) for _ in range(2)]
+    calib = [torch.randn(calib_batch, 3, 32, 32) for _ in range(2)]
     net = convert(model, lambda: calib, 99.7, binary_weights="sign" if binary else "alpha")
     x = torch.randn(n, 3, 32, 32)
     with torch.no_grad():
@@ -97,8 +97,8 @@ def _random_vgg15(binary: bool, n: int,
 
 
 def compare(device: torch.device, quick: bool) -> list[dict[str, Any]]:
-    time, batch, n, width = (8, 16, 4, 0.0625) if quick else (64, 128, 64, 1.0)
-    cases = [*_bundled(quick), _random_vgg15(False, n, width), _random_vgg15(True, n, width)]
+    time, batch, n, width, calib = (8, 16, 4, 0.0625, 8) if quick else (64, 128, 64, 1.0, 16)
+    cases = [*_bundled(quick), *(_random_vgg15(b, n, width, calib) for b in (False, True))]
     rows = []
     for name, net, x, y in cases:
         rows += _compare_one(name, net, x, y, device, time, batch)

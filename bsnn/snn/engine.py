@@ -49,8 +49,8 @@ CPU_CONV_BATCH = 32  # images per conv call below which chunking pays on CPU
 def choose_chunk(net: SpikingNetwork, batch: int, time: int, device: torch.device,
                  budget_bytes: int = 256 << 20) -> int:
     """Steps per chunk. On CPU enough steps that each conv call sees at least 32 images: small
-    batches leave mkldnn's convolutions underused (measured, median of 5 in turns: vgg8ab batch
-    8 at T=32 took 0.52 s a batch in 1-step chunks, 0.25 s in 4; vgg15ab batch 8 went from 1.14x
+    batches leave mkldnn's convolutions underused (measured in turns, medians: vgg8ab batch 8
+    at T=32 took 0.52 s a batch in 1-step chunks, 0.25 s in 4; vgg15ab batch 8 went from 1.14x
     to 0.87x the dense floor), while at batch 32 the IF work runs fastest one step at a time,
     its maps in cache (vgg8ab: 2 steps 13 % slower; vgg15ab: 10 % faster, not taken). On CUDA
     the largest chunk whose widest layer's spike and current maps fit the budget: fewer,
