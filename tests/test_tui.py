@@ -34,10 +34,10 @@ from bsnn_tui import producers
 from bsnn_tui.app import BsnnApp, main
 from bsnn_tui.feed import RunFeed
 from bsnn_tui.options import build_parser, serve_command
-from bsnn_tui.screens.run import RunScreen
+from bsnn_tui.screens.run import PANELS_S, RunScreen
 from bsnn_tui.screens.runs import FIRST_ROWS, ROWS_PER_CHUNK, RunsScreen
 from bsnn_tui.screens.setup import SetupScreen
-from bsnn_tui.widgets.accuracy import PLOT_S, AccuracyPlot
+from bsnn_tui.widgets.accuracy import AccuracyPlot
 from bsnn_tui.widgets.heatmap import RateHeatmap
 from bsnn_tui.widgets.rates import FiringRateBars
 from bsnn_tui.widgets.thresholds import ThresholdsTable
@@ -352,7 +352,9 @@ async def test_a_large_job_dir_shows_its_newest_runs_first_and_then_every_run(
 
 
 @pytest.mark.asyncio
-async def test_attach_follows_a_run_written_by_another_process(tmp_path: Path) -> None:
+async def test_attach_follows_a_run_written_by_another_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bsnn_tui.screens.run.PANELS_S", 0.1)  # a batch every 0.15 s is shown
     run_dir = tmp_path / "live"
     events = fake_events(run_dir, batches=5)
     write_run(run_dir, events[:3])
@@ -670,24 +672,80 @@ async def test_a_redraw_with_nothing_new_repaints_no_panel(tmp_path: Path,
 
 
 @pytest.mark.asyncio
-async def test_a_live_curve_is_redrawn_at_most_once_per_plot_interval(tmp_path: Path) -> None:
+async def test_new_batches_are_drawn_at_most_once_per_panel_interval(tmp_path: Path) -> None:
     events = fake_events(tmp_path / "run", batches=5)
-    batches = [i for i, e in enumerate(events) if isinstance(e, BatchDone)]
-    live = [summarize(events[:i + 1]) | {"status": "running"} for i in batches]
+    first = next(i for i, e in enumerate(events) if isinstance(e, BatchDone))
+    feed = RunFeed()
+    feed.active = True
+    for event in events[:first + 1]:
+        feed.append(event)
     app = BsnnApp(RunConfig(job_dir=str(tmp_path)))
     async with app.run_test() as pilot:
-        plot = AccuracyPlot()
-        await app.screen.mount(plot)
+        screen = RunScreen(feed)
+        await app.push_screen(screen)
         await pilot.pause()
-        for summary in live:  # five batches within far less than PLOT_S
-            plot.show_run(summary)
-        assert plot.curves[0][1] == live[0]["accuracy_per_step"]  # the first at once
-        await pilot.pause(PLOT_S + 0.5)
-        assert plot.curves[0][1] == live[-1]["accuracy_per_step"]  # then the latest only
+        assert screen.summary["images"] == 16  # the first figures at once
+        for event in events[first + 1:first + 4]:  # three batches within far less than PANELS_S
+            feed.append(event)
+            screen.redraw()
+        assert screen.summary["images"] == 16
+        await pilot.pause(PANELS_S + 0.5)
+        assert screen.summary["images"] == 64  # then the latest only
+        plot = screen.query_one(AccuracyPlot)
+        assert plot.curves[0][1] == screen.summary["accuracy_per_step"]
         builds = plot.builds
         plot.border_subtitle = "repainted"
         await pilot.pause()
         assert plot.builds == builds  # a repaint reuses the figure
+
+        feed.append(events[first + 4])
+        feed.fail(RuntimeError("the disk is full"))  # a failure is shown at once
+        screen.redraw()
+        assert screen.summary["images"] == 80
+        assert "the disk is full" in problem_text(app)
+
+
+def plain(row: list[tuple[str, str]]) -> str:
+    return "".join(text for text, _ in row)
+
+
+def test_the_plot_puts_each_step_and_the_references_where_they_belong() -> None:
+    from bsnn_tui.widgets.accuracy import plot_lines
+
+    curve = [0.0, 0.25, 0.5, 0.75, 1.0]  # t = 1..5, a straight line from 0 to 100 %
+    lines = [plain(row) for row in plot_lines([("SNN", curve)], 5, ann=0.5, within=3,
+                                              size=(24, 11))]
+    assert len(lines) == 11  # 8 rows of dots, the axis, its numbers, its name
+    assert [line[:4] for line in lines[:8]] == \
+        ["100┤", "   │", " 75┤", "   │", " 50┤", " 25┤", "   │", "  0┤"]
+    dots = [line[4:] for line in lines[:8]]  # 20 cells: 40 x 32 dots
+    assert dots[0][-1] != " " and dots[-1][0] != " "  # from the bottom left to the top right
+    assert dots[0][0] == " " and dots[-1][-1] == " "
+    column = 20 * 2 // 4  # t=3 of 5: half way across, cell 9 or 10
+    assert all(row[column - 1:column + 1].strip() for row in dots)  # the green line, top to bottom
+    half = sum(1 for c in dots[4] if c != " ")  # the ANN's 50 %: a grey line across
+    assert half == 20
+    assert lines[8].startswith("   └┬") and lines[8].count("┬") == 5
+    assert lines[9].split() == ["1", "2", "3", "4", "5"] and "time step t" in lines[10]
+
+
+def test_the_plot_overlays_runs_with_a_legend_and_says_when_it_has_no_room() -> None:
+    from bsnn_tui.widgets.accuracy import plot_lines
+
+    lines = [plain(row) for row in plot_lines([("run-a", [0.5] * 8), ("run-b", [0.9] * 8)],
+                                              8, ann=None, within=None, size=(40, 7))]
+    assert "■ run-a" in lines[0] and "■ run-b" in lines[1]
+    assert len(lines) == 7  # no room for the axis's name
+    assert plain(plot_lines([], 0, None, None, size=(6, 3))[0]).startswith("enlarge")
+
+
+def test_a_braille_line_has_both_ends_and_drops_what_is_off_the_canvas() -> None:
+    from bsnn_tui.widgets.braille import Canvas
+
+    canvas = Canvas(2, 1)  # 4 x 4 dots
+    canvas.line((0, 3), (3, 0), "cyan")
+    canvas.dot(9, 9, "red")
+    assert canvas.row(0) == [("⡠⠊", "cyan")]  # dots (0,3) (1,2) | (2,1) (3,0)
 
 
 def test_the_time_axis_is_labelled_in_whole_steps() -> None:

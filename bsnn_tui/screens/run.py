@@ -6,6 +6,7 @@ through its events.jsonl) and a finished run read from disk: all three are just 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +29,9 @@ from bsnn_tui.widgets.rates import FiringRateBars
 from bsnn_tui.widgets.thresholds import ThresholdsTable
 
 REDRAW_S = 0.25
+# New figures wait until the panels have shown the last ones this long: a person reads them
+# about once a second, and every redraw more often is CPU taken from the engine.
+PANELS_S = 1.0
 # A followed run can die without a last word; re-check its status now and then even when
 # no event arrived (every this many redraw ticks).
 RECHECK_TICKS = 8
@@ -49,6 +53,7 @@ class RunScreen(Screen[None]):
         self._seen = 0
         self._ticks = 0
         self._state: tuple[Any, ...] | None = None
+        self._drawn_at = -PANELS_S
         self._said_detached = False
 
     def compose(self) -> ComposeResult:
@@ -80,12 +85,17 @@ class RunScreen(Screen[None]):
         producers.follow_log(run_dir, self.feed, lambda: worker.is_cancelled)
 
     def redraw(self) -> None:
-        """Re-summarise the events so far and redraw, but only when something changed."""
+        """Re-summarise the events so far and redraw, but only when something changed: new
+        events at most every PANELS_S, a failure or the end of the producer at once."""
         self._ticks += 1
         state = (len(self.feed), self.feed.problem, self.feed.active)
         if state == self._state and self._ticks % RECHECK_TICKS:
             return
-        self._state = state
+        now = time.monotonic()
+        if self._state is not None and state[1:] == self._state[1:] \
+                and now - self._drawn_at < PANELS_S:
+            return
+        self._state, self._drawn_at = state, now
         events = self.feed.events()
         before = self.summary["status"]
         self.summary = summary = summarize(events)

@@ -1,24 +1,29 @@
-"""Accuracy against time step: the curve the researcher watches climb.
+"""Accuracy against time step: the curve the researcher watches climb, drawn in braille dots.
 
-Drawing it is the dashboard's most expensive work (plotext builds the figure in Python and its
-ANSI text is parsed again), so a live run's curve is redrawn at most once per PLOT_S, always
-ending on the latest figures, and a repaint for any other reason reuses the last figure.
+Drawn here rather than by a plotting library: plotext built the figure in Python and its ANSI
+text was parsed again, about 10 ms a redraw, the dearest panel of a live run; this takes
+about one. The figure is built again only when its curves or its size change.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from itertools import cycle, pairwise
 from typing import Any
 
-from rich.console import RenderableType
-from textual.timer import Timer
-from textual_plotext import PlotextPlot
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+from textual.widget import Widget
 
-# Named plotext colours render in 16- and 256-colour terminals alike.
-CURVE_COLOURS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
-# A person reads a changing curve about once a second; faster redraws only cost the engine CPU.
-PLOT_S = 1.0
+from bsnn_tui.widgets.braille import Canvas, Row
+
+# Named colours render in 16- and 256-colour terminals alike.
+CURVE_COLOURS = ("cyan", "dark_orange", "green", "magenta", "yellow", "blue", "red", "white")
+ANN_COLOUR, WITHIN_COLOUR = "grey50", "green"
+Y_TICKS = (0, 100, 50, 25, 75)  # per cent; where rows are few, the first ones win
+LABEL_WIDTH = 3  # "100"
 
 
 def percent(x: float | None, digits: int = 1) -> str:
@@ -38,41 +43,82 @@ def step_ticks(last: int) -> list[int]:
     return ticks
 
 
-class AccuracyPlot(PlotextPlot):
+Curves = Sequence[tuple[str, Sequence[float]]]  # (label, accuracy at t = 1, 2, ...)
+Place = Callable[[float, float], tuple[int, int]]  # (t, accuracy) -> the dot that shows it
+
+
+def plot_lines(curves: Curves, steps: int, ann: float | None, within: int | None,
+               size: tuple[int, int]) -> list[Row]:
+    """The figure in `size` (width, height) cells: accuracy in % up, time step t across, the
+    ANN's accuracy as a grey line, the first step within 1 point of it as a green one."""
+    width, height = size
+    named = height >= 8  # room for "time step t" under the axis
+    canvas = Canvas(width - LABEL_WIDTH - 1, height - 2 - named)
+    if canvas.width < 4 or canvas.height < 2:
+        return [[("enlarge the terminal to see the plot", "dim")]]
+    last = max([steps, 2, *(len(acc) for _, acc in curves)])
+    xs, ys = canvas.dots
+
+    def at(t: float, fraction: float) -> tuple[int, int]:
+        return round((t - 1) * (xs - 1) / (last - 1)), round((1 - fraction) * (ys - 1))
+
+    if ann is not None:
+        canvas.line(at(1, ann), at(last, ann), ANN_COLOUR)
+    if within is not None:
+        canvas.line(at(within, 1), at(within, 0), WITHIN_COLOUR)
+    for i, ((label, acc), colour) in enumerate(zip(curves, cycle(CURVE_COLOURS), strict=False)):
+        points = [at(t, a) for t, a in enumerate(acc, 1)]
+        for start, end in pairwise(points[:1] + points):  # a single point is a dot
+            canvas.line(start, end, colour)
+        if len(curves) > 1 and i < canvas.height:
+            canvas.write(i, 1, f"■ {label}", colour)  # the legend, over the top left
+    return [*y_axis(canvas, at), *x_axis(step_ticks(last), at, canvas.width, width, named)]
+
+
+def y_axis(canvas: Canvas, at: Place) -> list[Row]:
+    """The canvas's rows behind a labelled axis: a tick at 0, 25, 50, 75 and 100 % where the
+    rows allow."""
+    ticks: dict[int, int] = {}
+    for value in Y_TICKS:
+        ticks.setdefault(at(1, value / 100)[1] // 4, value)
+    return [[(f"{ticks[r]:>{LABEL_WIDTH}}┤" if r in ticks else " " * LABEL_WIDTH + "│", ""),
+             *canvas.row(r)] for r in range(canvas.height)]
+
+
+def x_axis(ticks: list[int], at: Place, cells: int, width: int, named: bool) -> list[Row]:
+    """The axis line with a mark at each tick, the ticks' numbers under their marks (a number
+    that would touch the one before is left out), and the axis's name."""
+    line, numbers = ["─"] * cells, [" "] * cells
+    free = 0
+    for t in ticks:
+        col = min(cells - 1, at(t, 0)[0] // 2)
+        line[col] = "┬"
+        label = str(t)
+        start = min(max(0, col - len(label) // 2), cells - len(label))
+        if start >= free:
+            numbers[start:start + len(label)] = label
+            free = start + len(label) + 1
+    pad = " " * LABEL_WIDTH
+    rows = [[(pad + "└" + "".join(line), "")], [(pad + " " + "".join(numbers), "")]]
+    return rows + [[("time step t".center(width), "")]] * named
+
+
+class AccuracyPlot(Widget):
     """SNN accuracy (%) at each step t. For one run the ANN's accuracy on the same images is a
     reference line and the step from which the SNN stays within 1 point of it is marked; for
-    several runs (the runs screen) their curves are overlaid."""
+    several runs (the runs screen) their curves are overlaid, with a legend."""
 
-    curves: Sequence[tuple[str, list[float]]] = ()  # what is drawn now: (label, accuracy per t)
+    curves: Curves = ()  # what is drawn now
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._figure: tuple[Any, ...] | None = None  # what the curves were drawn from
-        self._built: tuple[Any, ...] | None = None  # (figure, size, theme) of the cached text
-        self._text: RenderableType = ""
-        self._drawn_at = -PLOT_S
-        self._pending: dict[str, Any] | None = None
-        self._timer: Timer | None = None
-        self.builds = 0  # plotext builds so far: what the coalescing saves is counted in tests
+        self._figure: tuple[Any, ...] = ((), 0, None, None)  # what the curves are drawn from
+        self._built: tuple[Any, ...] | None = None  # (figure, size, style) of the strips
+        self._strips: list[Strip] = []
+        self.builds = 0  # figures built so far: a repaint for another reason builds none
 
     def show_run(self, summary: dict[str, Any]) -> None:
-        """Draw a run's curve: at once when it ends or first shows, else at most every PLOT_S."""
-        wait = self._drawn_at + PLOT_S - time.monotonic()
-        if summary["status"] != "running" or wait <= 0:
-            self._draw_run(summary)
-            return
-        self._pending = summary
-        if self._timer is None:
-            self._timer = self.set_timer(wait, self._draw_pending)
-
-    def _draw_pending(self) -> None:
-        self._timer = None
-        if self._pending is not None:
-            self._draw_run(self._pending)
-
-    def _draw_run(self, summary: dict[str, Any]) -> None:
-        self._pending = None
-        self._drawn_at = time.monotonic()
+        """A run's curve, the ANN's accuracy and the first step within 1 point of it."""
         self.show_curves([("SNN", summary["accuracy_per_step"])], summary["time_steps"],
                          ann=summary["ann_accuracy"], within=summary["first_step_within_1pt"])
         acc = summary["accuracy_per_step"]
@@ -83,43 +129,34 @@ class AccuracyPlot(PlotextPlot):
         if (self.border_title, self.border_subtitle) != ("accuracy vs t", subtitle):
             self.border_title, self.border_subtitle = "accuracy vs t", subtitle  # repaints
 
-    def show_curves(
-        self,
-        curves: Sequence[tuple[str, list[float]]],
-        steps: int,
-        ann: float | None = None,
-        within: int | None = None,
-    ) -> None:
+    def show_curves(self, curves: Curves, steps: int, ann: float | None = None,
+                    within: int | None = None) -> None:
         """Plot `curves`; nothing is redone when they are what is drawn already."""
         figure = (tuple((label, tuple(acc)) for label, acc in curves), steps, ann, within)
-        if figure == self._figure:
-            return
-        self._figure = figure
-        self.curves = curves
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        longest = max([steps, *(len(acc) for _, acc in curves)], default=0)
-        plt.xlim(1, max(longest, 2))
-        plt.xticks(step_ticks(max(longest, 2)))
-        plt.ylim(0, 100)
-        plt.xlabel("time step t")
-        for (label, acc), colour in zip(curves, CURVE_COLOURS * 8, strict=False):
-            if acc:
-                plt.plot(list(range(1, len(acc) + 1)), [100 * a for a in acc],
-                         label=label if len(curves) > 1 else None, color=colour, marker="braille")
-        if ann is not None:
-            plt.hline(100 * ann, "gray")
-        if within is not None:
-            plt.vline(within, "green")
-        self.refresh()
+        if figure != self._figure:
+            self._figure, self.curves = figure, curves
+            self.refresh()
 
-    def render(self) -> RenderableType:
-        """The figure, built again only when the curves, the size or the theme changed (a new
-        border subtitle or a layout pass repaints the widget, not the figure)."""
-        key = (self._figure, self.size, self.app.theme)
+    def render_line(self, y: int) -> Strip:
+        """Row `y` of the figure. The figure is built again only when the curves, the size or
+        the widget's style changed: a new border subtitle or a layout pass reuses it."""
+        key = (self._figure, tuple(self.size), self.rich_style)
         if key != self._built:
-            self._text = super().render()
+            self._strips = self.strips(plot_lines(*self._figure, size=tuple(self.size)))
             self._built = key
             self.builds += 1
-        return self._text
+        if y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(self.size.width, self.rich_style)
+
+    def strips(self, rows: list[Row]) -> list[Strip]:
+        """Rows of runs as strips in the widget's style, as wide as the widget (the Line API:
+        made straight from the runs, without text for Textual to lay out again)."""
+        base = self.rich_style
+        return [Strip([Segment(text, base + parsed(style)) for text, style in row])
+                .crop_extend(0, self.size.width, base) for row in rows]
+
+
+@lru_cache(maxsize=64)
+def parsed(style: str) -> Style:
+    return Style.parse(style) if style else Style.null()

@@ -3,11 +3,10 @@ what the conversion chose and what it costs. Its rows name the layers for the pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from rich.cells import cell_len
-from rich.table import Table
+from rich.text import Text
 from textual.widgets import Static
 
 Cells = tuple[tuple[str, ...], ...]  # header, rows, footer: every cell as its text
@@ -37,21 +36,42 @@ def table_shape(cells: Cells) -> tuple[int, ...]:
 
 
 class CellsTable(Static):
-    """A table of text cells that repaints only when a cell changed, and asks for a new layout
-    (which redoes the whole screen) only when its size may have: most batches of a run change
-    a figure or two, or nothing that the table shows."""
+    """A table of text cells, drawn as aligned lines: rich's Table measured and wrapped every
+    cell on each repaint, the dearest part of a redraw. It repaints only when a cell changed,
+    and asks for a new layout (which redoes the whole screen) only when its size may have:
+    most batches of a run change a figure or two, or nothing that the table shows."""
+
+    PADDING = (0, 1)  # spaces before and after every cell
+    LEFT_COLUMNS = 1  # the first columns are justified left, the others right
+    BODY_STYLES: tuple[str, ...] = ()  # a style per column for the rows between head and foot
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._cells: Cells = ()
 
-    def paint(self, cells: Cells, table: Callable[[], Table]) -> None:
-        """Show `table()` when `cells` (what it shows, as text) differ from what is shown."""
+    def paint(self, cells: Cells) -> None:
+        """Show `cells` (a header row, the rows, a footer row) unless they are shown already."""
         if cells == self._cells:
             return
         layout = not self._cells or table_shape(cells) != table_shape(self._cells)
         self._cells = cells
-        self.update(table(), layout=layout)
+        self.update(self.lines(cells), layout=layout)
+
+    def lines(self, cells: Cells) -> Text:
+        """Each column as wide as its widest cell; the header and the footer in bold."""
+        widths = table_shape(cells)[1:]
+        before, after = (" " * n for n in self.PADDING)
+        text = Text(no_wrap=True, end="")
+        for i, row in enumerate(cells):
+            edge = "bold" if i in (0, len(cells) - 1) else ""
+            for j, (cell, width) in enumerate(zip(row, widths, strict=True)):
+                gap = " " * (width - cell_len(cell))
+                style = edge or (self.BODY_STYLES[j:j + 1] or ("",))[0]
+                shown = cell + gap if j < self.LEFT_COLUMNS else gap + cell
+                text.append(before, edge).append(shown, style).append(after, edge)
+            if i < len(cells) - 1:
+                text.append("\n")
+        return text
 
 
 class ThresholdsTable(CellsTable):
@@ -68,18 +88,7 @@ class ThresholdsTable(CellsTable):
         footer = ("total", "", "", count(summary["synops_per_image"]),
                   nanojoules(energy.get("snn_energy_pj")),
                   "" if ratio is None else f"ANN/SNN {ratio:.2f}x")
-        head = ("layer", "neurons", "θ", "synops/img", "nJ/img", "r")
-
-        def table() -> Table:
-            t = Table(box=None, padding=(0, 1, 0, 0), show_edge=False, show_footer=True)
-            for i, name in enumerate(head):
-                t.add_column(name, footer[i], justify="left" if i == 0 else "right",
-                             no_wrap=True)
-            for row in rows:
-                t.add_row(*row)
-            return t
-
-        self.paint((head, *rows, footer), table)
+        self.paint((("layer", "neurons", "θ", "synops/img", "nJ/img", "r"), *rows, footer))
 
 
 def nanojoules(pj: float | None) -> str:
