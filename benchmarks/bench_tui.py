@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -84,10 +85,20 @@ def print_first_paint(rows: list[dict[str, float]]) -> None:
     print(f"{'torch imported by then':28} {'yes' if torch_loaded else 'no':>8}")
 
 
-def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[float]:
-    """Simulation images/s of `runs` runs in a row: "headless" calls `bsnn.run.run` in this
-    process; "in-process" and "detached" start them one after another from the app (headless
-    Pilot) in that run mode, its panels redrawing as in a terminal."""
+def batch_seconds(run_dir: Path) -> list[float]:
+    """Seconds of each full batch of a run but its first (which warms up), from its log."""
+    done = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()
+            if '"batch_done"' in line]
+    pairs = list(pairwise(done))
+    full = max((e["images"] - b["images"] for b, e in pairs), default=0)
+    return [e["elapsed_s"] - b["elapsed_s"] for b, e in pairs if e["images"] - b["images"] == full]
+
+
+def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[dict[str, Any]]:
+    """`runs` runs in a row, each as its simulation images/s and its batches' seconds:
+    "headless" calls `bsnn.run.run` in this process; "in-process" and "detached" start them
+    one after another from the app (headless Pilot) in that run mode, its panels redrawing as
+    in a terminal."""
     from bsnn.config import RunConfig
     from bsnn.report import summarize
 
@@ -95,13 +106,16 @@ def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[float]:
     if mode == "headless":
         from bsnn.run import run
 
-        return [float(run(config)["images_per_s"]) for _ in range(runs)]
+        summaries = [run(config) for _ in range(runs)]
+        return [{"images_per_s": float(s["images_per_s"]),
+                 "batch_s": batch_seconds(Path(config.job_dir) / s["run_id"])}
+                for s in summaries]
 
     from bsnn_tui.app import BsnnApp
 
-    async def attached() -> list[float]:
+    async def attached() -> list[dict[str, Any]]:
         app = BsnnApp(config, run_mode=mode)
-        speeds = []
+        rows = []
         async with app.run_test(size=(80, 24)) as pilot:
             for _ in range(runs):
                 await pilot.press("escape", "s")
@@ -111,14 +125,16 @@ def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[float]:
                 if summary["status"] != "finished":
                     raise SystemExit(f"the dashboard run ended {summary['status']}: "
                                      f"{app.live.why_failed(summary)}")
-                speeds.append(float(summary["images_per_s"]))
+                rows.append({"images_per_s": float(summary["images_per_s"]),
+                             "batch_s": batch_seconds(app.live.run_dir)})
                 await pilot.press("n")
-        return speeds
+        return rows
 
     return asyncio.run(attached())
 
 
-def compare_throughput(config: Any, repeat: int = 3, runs: int = 3) -> dict[str, list[float]]:
+def compare_throughput(config: Any, repeat: int = 3,
+                       runs: int = 3) -> dict[str, list[dict[str, Any]]]:
     """The same run headless and with the dashboard attached: `repeat` fresh processes per
     mode, alternating, each doing `runs` runs in a row (the first of each is a warm-up and
     dropped). Fresh processes, because torch's thread pools remember which threads used them:
@@ -126,27 +142,41 @@ def compare_throughput(config: Any, repeat: int = 3, runs: int = 3) -> dict[str,
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    speeds: dict[str, list[float]] = {mode: [] for mode in MODES}
+    measured: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     with TemporaryDirectory() as tmp:
         config_dict = replace(config, job_dir=tmp).to_dict()
         for _ in range(repeat):
-            for mode in speeds:
+            for mode in measured:
                 with ctx.Pool(1) as pool:
-                    speeds[mode] += pool.apply(measure, (mode, config_dict, runs))[1:]
-    return speeds
+                    measured[mode] += pool.apply(measure, (mode, config_dict, runs))[1:]
+    return measured
 
 
-def print_throughput(config: Any, speeds: dict[str, list[float]]) -> None:
-    head = statistics.median(speeds["headless"])
+def print_throughput(config: Any, measured: dict[str, list[dict[str, Any]]]) -> None:
+    """Per mode: the median run's images/s (the target's figure) with the spread of runs
+    (quartiles), and the median full batch's seconds, which a burst of load on a shared machine
+    moves less than a whole run."""
+    speeds = {mode: [r["images_per_s"] for r in rows] for mode, rows in measured.items()}
+    batches = {mode: [t for r in rows for t in r["batch_s"]] for mode, rows in measured.items()}
+    head, head_batch = (statistics.median(speeds["headless"]),
+                        statistics.median(batches["headless"]))
     print(f"\nthroughput: {config.model}, {config.eval_size} images, T={config.time}, "
           f"batch {config.batch_size}, device {config.device}; median of "
           f"{len(speeds['headless'])} runs (simulation images/s)")
-    print(f"{'headless (bsnn.run.run)':34} {head:10.1f} images/s")
     for mode, label in MODES.items():
+        run_speed = statistics.median(speeds[mode])
+        line = f"{label:34} {run_speed:10.1f} images/s"
         if mode != "headless":
-            dash = statistics.median(speeds[mode])
-            print(f"{label:34} {dash:10.1f} images/s   {dash / head:6.1%} of headless "
-                  f"(target >= {TARGET_THROUGHPUT:.0%})")
+            line += (f"   {run_speed / head:6.1%} of headless (target >= "
+                     f"{TARGET_THROUGHPUT:.0%})")
+        print(line)
+    print(f"\n{'':34} {'runs: quartiles':>22} {'median batch':>13} {'of headless':>12}")
+    for mode, label in MODES.items():
+        q1, _, q3 = statistics.quantiles(speeds[mode], n=4) if len(speeds[mode]) > 1 \
+            else (speeds[mode] * 3)
+        batch = statistics.median(batches[mode])
+        print(f"{label:34} {q1:10.1f} - {q3:6.1f} /s {batch:11.3f} s "
+              f"{head_batch / batch:11.1%}   ({len(batches[mode])} batches)")
 
 
 def screenshot(path: Path, config: Any, size: tuple[int, int] = (100, 30)) -> Path:
