@@ -405,7 +405,7 @@ async def test_a_viewer_loads_the_form_only_when_it_is_shown(tmp_path: Path) -> 
 @needs_engine
 async def test_a_real_run_from_the_form_to_the_exports(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    pace_batches(monkeypatch, 0.4)
+    pace_batches(monkeypatch, PANELS_S + 0.6)  # new figures wait up to PANELS_S + a tick
     app = BsnnApp(tiny(tmp_path))
     async with app.run_test() as pilot:
         await pilot.press("escape", "s")
@@ -672,24 +672,28 @@ async def test_a_redraw_with_nothing_new_repaints_no_panel(tmp_path: Path,
 
 
 @pytest.mark.asyncio
-async def test_new_batches_are_drawn_at_most_once_per_panel_interval(tmp_path: Path) -> None:
+async def test_new_batches_are_drawn_at_most_once_per_panel_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events = fake_events(tmp_path / "run", batches=5)
     first = next(i for i, e in enumerate(events) if isinstance(e, BatchDone))
     feed = RunFeed()
     feed.active = True
     for event in events[:first + 1]:
         feed.append(event)
+    interval = "bsnn_tui.screens.run.PANELS_S"
+    monkeypatch.setattr(interval, 60.0)  # no test machine is that slow between two lines
     app = BsnnApp(RunConfig(job_dir=str(tmp_path)))
     async with app.run_test() as pilot:
         screen = RunScreen(feed)
         await app.push_screen(screen)
         await pilot.pause()
         assert screen.summary["images"] == 16  # the first figures at once
-        for event in events[first + 1:first + 4]:  # three batches within far less than PANELS_S
+        for event in events[first + 1:first + 4]:  # three batches within the interval
             feed.append(event)
             screen.redraw()
         assert screen.summary["images"] == 16
-        await pilot.pause(PANELS_S + 0.5)
+        monkeypatch.setattr(interval, 0.2)
+        await pilot.pause(0.6)
         assert screen.summary["images"] == 64  # then the latest only
         plot = screen.query_one(AccuracyPlot)
         assert plot.curves[0][1] == screen.summary["accuracy_per_step"]
@@ -698,6 +702,7 @@ async def test_new_batches_are_drawn_at_most_once_per_panel_interval(tmp_path: P
         await pilot.pause()
         assert plot.builds == builds  # a repaint reuses the figure
 
+        monkeypatch.setattr(interval, 60.0)
         feed.append(events[first + 4])
         feed.fail(RuntimeError("the disk is full"))  # a failure is shown at once
         screen.redraw()
