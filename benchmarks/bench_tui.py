@@ -85,13 +85,12 @@ def print_first_paint(rows: list[dict[str, float]]) -> None:
     print(f"{'torch imported by then':28} {'yes' if torch_loaded else 'no':>8}")
 
 
-def batch_seconds(run_dir: Path) -> list[float]:
+def batch_seconds(run_dir: Path, batch_size: int) -> list[float]:
     """Seconds of each full batch of a run but its first (which warms up), from its log."""
     done = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()
             if '"batch_done"' in line]
-    pairs = list(pairwise(done))
-    full = max((e["images"] - b["images"] for b, e in pairs), default=0)
-    return [e["elapsed_s"] - b["elapsed_s"] for b, e in pairs if e["images"] - b["images"] == full]
+    return [e["elapsed_s"] - b["elapsed_s"] for b, e in pairwise(done)
+            if e["images"] - b["images"] == batch_size]
 
 
 def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[dict[str, Any]]:
@@ -108,7 +107,8 @@ def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[dict[str,
 
         summaries = [run(config) for _ in range(runs)]
         return [{"images_per_s": float(s["images_per_s"]),
-                 "batch_s": batch_seconds(Path(config.job_dir) / s["run_id"])}
+                 "batch_s": batch_seconds(Path(config.job_dir) / s["run_id"],
+                                          config.batch_size)}
                 for s in summaries]
 
     from bsnn_tui.app import BsnnApp
@@ -126,7 +126,7 @@ def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[dict[str,
                     raise SystemExit(f"the dashboard run ended {summary['status']}: "
                                      f"{app.live.why_failed(summary)}")
                 rows.append({"images_per_s": float(summary["images_per_s"]),
-                             "batch_s": batch_seconds(app.live.run_dir)})
+                             "batch_s": batch_seconds(app.live.run_dir, config.batch_size)})
                 await pilot.press("n")
         return rows
 
@@ -158,8 +158,7 @@ def print_throughput(config: Any, measured: dict[str, list[dict[str, Any]]]) -> 
     moves less than a whole run."""
     speeds = {mode: [r["images_per_s"] for r in rows] for mode, rows in measured.items()}
     batches = {mode: [t for r in rows for t in r["batch_s"]] for mode, rows in measured.items()}
-    head, head_batch = (statistics.median(speeds["headless"]),
-                        statistics.median(batches["headless"]))
+    head = statistics.median(speeds["headless"])
     print(f"\nthroughput: {config.model}, {config.eval_size} images, T={config.time}, "
           f"batch {config.batch_size}, device {config.device}; median of "
           f"{len(speeds['headless'])} runs (simulation images/s)")
@@ -170,13 +169,15 @@ def print_throughput(config: Any, measured: dict[str, list[dict[str, Any]]]) -> 
             line += (f"   {run_speed / head:6.1%} of headless (target >= "
                      f"{TARGET_THROUGHPUT:.0%})")
         print(line)
+    if any(len(v) < 2 for v in speeds.values()) or not all(batches.values()):
+        return  # too few runs for quartiles, or runs of one batch
     print(f"\n{'':34} {'runs: quartiles':>22} {'median batch':>13} {'of headless':>12}")
     for mode, label in MODES.items():
-        q1, _, q3 = statistics.quantiles(speeds[mode], n=4) if len(speeds[mode]) > 1 \
-            else (speeds[mode] * 3)
+        q1, _, q3 = statistics.quantiles(speeds[mode], n=4)
         batch = statistics.median(batches[mode])
         print(f"{label:34} {q1:10.1f} - {q3:6.1f} /s {batch:11.3f} s "
-              f"{head_batch / batch:11.1%}   ({len(batches[mode])} batches)")
+              f"{statistics.median(batches['headless']) / batch:11.1%}   "
+              f"({len(batches[mode])} batches)")
 
 
 def screenshot(path: Path, config: Any, size: tuple[int, int] = (100, 30)) -> Path:
