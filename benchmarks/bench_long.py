@@ -103,8 +103,8 @@ def memory_case(images: int, steps: int, batch: int, job_dir: Path,
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not (run_dir / "events.jsonl").is_file():
         time.sleep(0.2)
-    dash = subprocess.Popen([sys.executable, "-c", DASHBOARD, str(run_dir)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dash = subprocess.Popen([sys.executable, "-c", DASHBOARD, str(run_dir), "100", "30"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marks: dict[str, float] = {}
     while not (ended := os.wait4(engine.pid, os.WNOHANG))[0]:
         done, total = images_done(run_dir)
@@ -125,7 +125,8 @@ def memory_case(images: int, steps: int, batch: int, job_dir: Path,
     return marks
 
 
-# A dashboard that follows a run headless and stays until it is ended.
+# A dashboard that follows a run headless (argv: the run folder, width, height) and stays until
+# it is ended.
 DASHBOARD = """
 import asyncio, sys
 from pathlib import Path
@@ -134,7 +135,7 @@ from bsnn_tui.app import BsnnApp
 
 async def main():
     app = BsnnApp(RunConfig(job_dir=str(Path(sys.argv[1]).parent)), attach=Path(sys.argv[1]))
-    async with app.run_test(size=(100, 30)):
+    async with app.run_test(size=(int(sys.argv[2]), int(sys.argv[3]))):
         while True:
             await asyncio.sleep(1)
 

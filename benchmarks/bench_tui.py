@@ -5,6 +5,9 @@ against the same run headless.
     python benchmarks/bench_tui.py --throughput [--model bundled:digits-fp --eval-size 360 ...]
     python benchmarks/bench_tui.py --screenshot docs/screenshot-run.svg
 
+Whole runs, minutes apart, vary by more than the 5 % the dashboard may cost on a shared machine:
+bench_watch.py measures that cost inside one run. The comparison here is kept for gpu_check.sh.
+
 First paint is measured from the moment the process is spawned (interpreter start-up included)
 to the app's Ready event (the first screen composed and drawn), headless at 80x24, in a fresh
 process each time; it also records whether torch had been imported by then (it must not be).

@@ -33,23 +33,10 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_long import DASHBOARD  # noqa: E402  (a headless viewer of a run folder)
+
 TARGET = 0.95  # images/s watched over not watched
-
-VIEWER = """
-import asyncio, sys
-from pathlib import Path
-from bsnn.config import RunConfig
-from bsnn_tui.app import BsnnApp
-
-async def main():
-    app = BsnnApp(RunConfig(job_dir=str(Path(sys.argv[1]).parent)), attach=Path(sys.argv[1]))
-    async with app.run_test(size=(80, 24)):
-        while True:
-            await asyncio.sleep(1)
-
-asyncio.run(main())
-"""
-
 
 def batches(run_dir: Path) -> list[tuple[float, float, int]]:
     """(start, end, images) of every batch but the first, from the run's log."""
@@ -101,8 +88,8 @@ def detached_run(config: dict[str, Any], job_dir: Path, run_id: str, window: flo
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not (run_dir / "events.jsonl").is_file():
         time.sleep(0.1)
-    viewer = subprocess.Popen([sys.executable, "-c", VIEWER, str(run_dir)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    viewer = subprocess.Popen([sys.executable, "-c", DASHBOARD, str(run_dir), "80", "24"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while '"simulate"' not in (run_dir / "events.jsonl").read_text():
         time.sleep(0.1)
 
