@@ -23,12 +23,14 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from itertools import pairwise
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_watch import batches  # noqa: E402  (each batch's start, end and images)
+
 TARGET_FIRST_PAINT_S = 1.0
 TARGET_THROUGHPUT = 0.95  # dashboard-attached images/s over headless
 MODES = {"headless": "headless (bsnn.run.run)",
@@ -90,10 +92,7 @@ def print_first_paint(rows: list[dict[str, float]]) -> None:
 
 def batch_seconds(run_dir: Path, batch_size: int) -> list[float]:
     """Seconds of each full batch of a run but its first (which warms up), from its log."""
-    done = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()
-            if '"batch_done"' in line]
-    return [e["elapsed_s"] - b["elapsed_s"] for b, e in pairwise(done)
-            if e["images"] - b["images"] == batch_size]
+    return [end - start for start, end, images in batches(run_dir) if images == batch_size]
 
 
 def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[dict[str, Any]]:

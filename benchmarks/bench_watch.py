@@ -38,11 +38,13 @@ from bench_long import DASHBOARD  # noqa: E402  (a headless viewer of a run fold
 
 TARGET = 0.95  # images/s watched over not watched
 
+
 def batches(run_dir: Path) -> list[tuple[float, float, int]]:
-    """(start, end, images) of every batch but the first, from the run's log."""
-    done = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()
-            if '"batch_done"' in line]
-    return [(b["time"], e["time"], e["images"] - b["images"]) for b, e in pairwise(done)]
+    """(start, end, images) of every batch but the first (which warms up), from the run's log."""
+    from bsnn.events import BatchDone, read_events
+
+    done = [e for e in read_events(run_dir) if isinstance(e, BatchDone)]
+    return [(b.time, e.time, e.images - b.images) for b, e in pairwise(done)]
 
 
 def split(run: list[tuple[float, float, int]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -31,11 +32,12 @@ def test_each_batch_counts_for_the_state_it_ran_in_and_none_across_a_switch() ->
 
 
 def test_batches_are_read_from_the_log_without_the_first(tmp_path: Path) -> None:
-    lines = [
-        '{"type":"phase","time":1.0,"name":"simulate"}',
-        '{"type":"batch_done","time":2.0,"images":8}',
-        '{"type":"batch_done","time":3.5,"images":16}',
-        '{"type":"batch_done","time":4.0,"images":20}',
-    ]
+    def batch(at: float, images: int) -> str:
+        return json.dumps({"type": "batch_done", "time": at, "batch": 0, "images": images,
+                           "images_total": 20, "correct_per_step": [0], "ann_correct": 0,
+                           "spikes": {}, "synops": {}, "ann_activation": {}, "elapsed_s": at})
+
+    lines = ['{"type":"phase","time":1.0,"name":"simulate","message":""}',
+             batch(2.0, 8), batch(3.5, 16), batch(4.0, 20)]
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
     assert _bench().batches(tmp_path) == [(2.0, 3.5, 8), (3.5, 4.0, 4)]

@@ -92,8 +92,8 @@ class RunScreen(Screen[None]):
         if state == self._state and self._ticks % RECHECK_TICKS:
             return
         now = time.monotonic()
-        if self._state is not None and state[1:] == self._state[1:] \
-                and now - self._drawn_at < PANELS_S:
+        only_new_events = self._state is not None and state[1:] == self._state[1:]
+        if only_new_events and now - self._drawn_at < PANELS_S:
             return
         self._state, self._drawn_at = state, now
         events = self.feed.events()

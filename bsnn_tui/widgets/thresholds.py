@@ -66,7 +66,7 @@ class CellsTable(Static):
             edge = "bold" if i in (0, len(cells) - 1) else ""
             for j, (cell, width) in enumerate(zip(row, widths, strict=True)):
                 gap = " " * (width - cell_len(cell))
-                style = edge or (self.BODY_STYLES[j:j + 1] or ("",))[0]
+                style = edge or (self.BODY_STYLES[j] if j < len(self.BODY_STYLES) else "")
                 shown = cell + gap if j < self.LEFT_COLUMNS else gap + cell
                 text.append(before, edge).append(shown, style).append(after, edge)
             if i < len(cells) - 1:
