@@ -13,7 +13,7 @@ headless, in a process of its own). Each process's peak resident memory (VmHWM) 
 run passes 10 % and 100 % of its images; flat means the two are within 10 %.
 
 Many runs: a real run folder is copied N times (its log's run id rewritten, as `bsnn convert`
-writes them), then `bsnn runs --json`, bsnn.rundir.list_runs and the dashboard's runs screen
+writes them), then `bsnn runs --json`, bsnn.jobdir.list_runs and the dashboard's runs screen
 are timed on that job dir.
 """
 
@@ -170,7 +170,7 @@ def time_listing(runs: Path, n: int) -> dict[str, float]:
     subprocess.run([sys.executable, "-m", "bsnn", "runs", str(runs), "--json"], cwd=ROOT,
                    check=True, capture_output=True)
     cli = time.perf_counter() - t
-    from bsnn.rundir import list_runs
+    from bsnn.jobdir import list_runs
 
     t = time.perf_counter()
     assert len(list_runs(runs)) == n

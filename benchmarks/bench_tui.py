@@ -101,11 +101,11 @@ def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[dict[str,
     one after another from the app (headless Pilot) in that run mode, its panels redrawing as
     in a terminal."""
     from bsnn.config import RunConfig
-    from bsnn.report import summarize
+    from bsnn.summary import summarize
 
     config = RunConfig.from_dict(config_dict)
     if mode == "headless":
-        from bsnn.run import run
+        from bsnn.pipeline.runner import run
 
         summaries = [run(config) for _ in range(runs)]
         return [{"images_per_s": float(s["images_per_s"]),

@@ -41,7 +41,8 @@ TARGET = 0.95  # images/s watched over not watched
 
 def batches(run_dir: Path) -> list[tuple[float, float, int]]:
     """(start, end, images) of every batch but the first (which warms up), from the run's log."""
-    from bsnn.events import BatchDone, read_events
+    from bsnn.events import BatchDone
+    from bsnn.runlog import read_events
 
     done = [e for e in read_events(run_dir) if isinstance(e, BatchDone)]
     return [(b.time, e.time, e.images - b.images) for b, e in pairwise(done)]

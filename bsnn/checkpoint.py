@@ -10,6 +10,7 @@ every layer but the first and the last has one |w| per output channel (`is_binar
 
 from __future__ import annotations
 
+import difflib
 import os
 import pickle
 import platform
@@ -91,9 +92,12 @@ def resolve_model_path(model: str | os.PathLike[str]) -> Path:
     if text.startswith(BUNDLED_PREFIX):
         path = Path(str(resources.files("bsnn") / "bundled" / (text[len(BUNDLED_PREFIX):] + ".pt")))
         if not path.is_file():
+            names = bundled_names()
+            near = difflib.get_close_matches(text, names, n=1)
             raise CheckpointError(
                 f"no bundled model {text!r}",
-                f"use one of: {', '.join(bundled_names()) or '(none installed)'}",
+                (f"did you mean {near[0]}? " if near else "")
+                + f"use one of: {', '.join(names) or '(none installed)'}",
             )
         return path
     path = Path(text).expanduser()
@@ -104,6 +108,9 @@ def resolve_model_path(model: str | os.PathLike[str]) -> Path:
         )
     if path.is_dir():
         raise CheckpointError(f"model path {text} is a folder", "pass the checkpoint file itself")
+    if not path.is_file():  # a FIFO or a device: reading it could block or never end
+        raise CheckpointError(f"model path {text} is not a regular file",
+                              "pass the checkpoint file itself, not a pipe or a device")
     if path.stat().st_size == 0:
         raise CheckpointError(f"model file {text} is empty",
                               "re-save or re-download the checkpoint")

@@ -3,7 +3,7 @@
 A detached run is a separate Python process in a session of its own, with SIGHUP ignored, so a
 dropped SSH connection or a closed laptop does not stop it; it writes the same
 `<job-dir>/<run-id>/events.jsonl` as any run, so any viewer can follow it, and stops when its
-cancel marker appears (`bsnn.rundir.request_cancel`).
+cancel marker appears (`bsnn.runfolder.RunFolder.request_cancel`).
 
 The API, shared by the CLI and the dashboard:
   start_detached(config)         spawn the engine; returns the run dir once the run has started
@@ -41,48 +41,36 @@ from bsnn.events import (
     describe,
     keep,
 )
-from bsnn.report import pid_alive, summarize
-from bsnn.rundir import cancel_requested, new_run_id, run_events, run_status
+from bsnn.runfolder import ENGINE_LOG, RunFolder, new_run_id, run_dir_for
+from bsnn.summary import pid_alive, summarize
 
-ENGINE_LOG = "engine.log"
 _POLL_S = 0.05
 
 
 def wait_until_done(run_dir: str | os.PathLike[str], timeout_s: float | None = None) -> str:
     """Poll until the run has ended and its summary files are written; return its status
     (`running` on timeout)."""
-    run_dir = Path(run_dir)
+    folder = RunFolder.open(run_dir)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        status = run_status(run_dir)
-        if status != "running" and _exports_done(run_dir, status):
+        status = folder.status()
+        if status != "running" and _exports_done(folder, status):
             return status
         if deadline is not None and time.monotonic() > deadline:
             return status
         time.sleep(0.2)
 
 
-def _exports_done(run_dir: Path, status: str) -> bool:
-    """Whether the run's summary files are final: the engine writes them as its terminal event
-    will read and logs that event after them, then exits; an interrupted run has no one left to
-    write them."""
+def _exports_done(folder: RunFolder, status: str) -> bool:
+    """Whether the run's summary files are final; an interrupted run, or one whose writer has
+    exited, has no one left to write them."""
     if status == "interrupted":
         return True
-    started = next((e for e in run_events(run_dir) if isinstance(e, Started)), None)
+    started = next((e for e in folder.events() if isinstance(e, Started)), None)
     if started is not None and started.host in (None, socket.gethostname()) \
             and started.pid and not pid_alive(started.pid):
         return True
-    # Still exporting, or a process that lives on (a dashboard, another host): write_exports
-    # writes summary.json, then accuracy.png when there is a curve to plot.
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        if summary.get("status") != status:
-            return False
-        png = run_dir / "accuracy.png"
-        return not summary.get("accuracy_per_step") or (
-            png.is_file() and png.stat().st_mtime >= (run_dir / "summary.json").stat().st_mtime)
-    except (OSError, ValueError):
-        return False
+    return folder.exports_final(status)  # still exporting, or a writer that lives on
 
 
 def _log_tail(paths: list[Path], lines: int = 15) -> str:
@@ -134,13 +122,13 @@ def spawn_engine(config: RunConfig) -> Engine:
     resolve_device(config.device)
     resolve_model_path(config.model)
     job_dir = Path(config.job_dir).absolute()
-    run_dir = job_dir / config.run_id
+    run_dir = run_dir_for(job_dir, config.run_id)
     if run_dir.exists():
         raise RunStorageError(f"run {config.run_id} already exists in {job_dir}",
                               "pick another --run-id")
     # The engine creates the run dir itself; until then its output goes to a hidden file in the
     # job dir, which it moves to <run-dir>/engine.log once the folder exists.
-    early_log = job_dir / f".{config.run_id}.{ENGINE_LOG}"
+    early_log = RunFolder.early_log(job_dir, config.run_id)
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
         log = open(early_log, "wb")  # noqa: SIM115 - handed to the child, closed below
@@ -189,7 +177,7 @@ def _watch(run_dir: Path, proc: subprocess.Popen[bytes], deadline: float) -> Ite
     seen = 0
     while time.monotonic() < deadline:
         exited = proc.poll() is not None
-        events = run_events(run_dir)
+        events = RunFolder(run_dir).events()
         yield from events[seen:]
         seen = len(events)
         if exited:
@@ -203,19 +191,18 @@ class DetachedEngine:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.job_dir = Path(config.job_dir).absolute()
-        self.run_dir = self.job_dir / str(config.run_id)
+        self.run_dir = run_dir_for(self.job_dir, str(config.run_id))
         self.stop = threading.Event()
         self.events: list[Event] = []
 
     def emit(self, event: Event) -> None:
         keep(self.events, event)
-        if isinstance(event, Started):
-            early = self.job_dir / f".{self.config.run_id}.{ENGINE_LOG}"
-            if early.exists():
-                os.replace(early, self.run_dir / ENGINE_LOG)  # our stdout follows the file
+        if isinstance(event, Started):  # our stdout follows the file
+            RunFolder(self.run_dir).engine_log(RunFolder.early_log(self.job_dir,
+                                                                   str(self.config.run_id)))
         text = describe(event)
         if isinstance(event, BatchDone):
-            accuracy = summarize(self.events)["final_accuracy"]
+            accuracy = summarize(self.events).final_accuracy
             text += f", SNN accuracy {100 * accuracy:.2f} %"
         self.say(text)
 
@@ -228,18 +215,17 @@ class DetachedEngine:
         self.stop.set()
 
     def main(self) -> int:
-        from bsnn.run import run
+        from bsnn.pipeline.runner import run
 
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         try:
-            summary = run(self.config, emit=self.emit,
-                          cancel=lambda: self.stop.is_set() or cancel_requested(self.run_dir))
+            summary = run(self.config, emit=self.emit, cancel=self.stop.is_set)
         except BsnnError as err:
             self.say(f"error: {err.message}\nfix: {err.fix}")
             return err.exit_code
-        return 0 if summary["status"] == "finished" else 1
+        return 0 if summary.status == "finished" else 1
 
 
 if __name__ == "__main__":

@@ -1,27 +1,22 @@
-"""The run's event stream: one dataclass per event type, and its JSON-lines log.
+"""The run's event stream: one dataclass per event type, and their JSON form; no file I/O.
 
-One stream, three consumers: the dashboard, the CLI's progress, and `<run-dir>/events.jsonl`.
-On disk each event is a flat JSON object with `type`, `time` (unix seconds), `seq` and the fields
-of its class below; `read_events` and `follow` give the same classes back. Counters in
-`BatchDone` are cumulative, so the last one alone describes the run so far: a viewer that
-attaches late, or a log cut short by a crash, still has everything up to that batch. Figures
-(accuracies, rates) are derived from events in one place only: `bsnn.report.summarize`.
+One stream, many sinks: the dashboard, the CLI's progress, an API callback, and the run folder's
+`events.jsonl` (bsnn.runlog). Serialised, each event is a flat JSON object with `type`, `time`
+(unix seconds), `seq` and the fields of its class below; `parse_lines` gives the same classes
+back. Counters in `BatchDone` are cumulative, so the last one alone describes the run so far: a
+viewer that attaches late, or a log cut short by a crash, still has everything up to that
+batch. Figures (accuracies, rates) are derived from events in one place only:
+`bsnn.summary.summarize`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, ClassVar
 
-from bsnn.errors import RunStorageError
-
-EVENTS_FILE = "events.jsonl"
 # The phases of a run, in order; `snn_calibration` only with --snn-calibration.
 PHASES = ("load_model", "load_data", "threshold_calibration", "snn_calibration", "simulate")
 
@@ -214,7 +209,8 @@ def describe(event: Event) -> str:
     """The event in words, for the CLI, the detached engine's log and the dashboard's log."""
     match event:
         case Started():
-            return f"started run {event.run_id} on {event.device} in {event.run_dir}"
+            where = f" in {event.run_dir}" if event.run_dir else ""  # the API writes none
+            return f"started run {event.run_id} on {event.device}{where}"
         case Phase():
             return f"{event.name}: {event.message}"
         case Progress():
@@ -254,44 +250,6 @@ def resolved_in_words(r: Resolved) -> str:
             f"{said('stats')}, device {r.device}{said('device')}{sha}")
 
 
-class EventLog:
-    """Appends events to `events.jsonl`, one line each, flushed and fsync'ed per terminal event.
-
-    Writing errors (a full disk, a removed folder) raise RunStorageError naming the file.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.seq = 0
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        except OSError as e:
-            raise RunStorageError(
-                f"cannot write the run log {self.path}: {e.strerror}",
-                "choose a writable --job-dir",
-            ) from None
-
-    def __call__(self, event: Event) -> None:
-        if event.seq is None:
-            event.seq = self.seq
-        self.seq += 1
-        try:
-            self._file.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
-            self._file.flush()
-            if isinstance(event, TERMINAL):
-                os.fsync(self._file.fileno())
-        except OSError as e:
-            raise RunStorageError(
-                f"cannot write the run log {self.path}: {e.strerror}",
-                "free disk space or choose another --job-dir; events so far are kept",
-            ) from None
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-
-
 def parse_lines(lines: list[str]) -> list[Event]:
     """Events from JSON lines; a torn or corrupt line (a crash mid-write) is skipped."""
     events = []
@@ -306,41 +264,3 @@ def parse_lines(lines: list[str]) -> list[Event]:
         if event is not None:
             events.append(event)
     return events
-
-
-def read_events(path: str | os.PathLike[str]) -> list[Event]:
-    """All readable events of a log (a run folder or the events.jsonl itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / EVENTS_FILE
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return parse_lines(f.readlines())
-
-
-def follow(
-    path: str | os.PathLike[str],
-    stop: Callable[[], bool] = lambda: False,
-    poll_s: float = 0.2,
-) -> Iterator[Event]:
-    """Yield events as they are appended, until a terminal event or `stop()`.
-
-    Only whole lines are parsed, so a line being written is read once it is complete.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / EVENTS_FILE
-    buffer = ""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        while True:
-            chunk = f.read()
-            if chunk:
-                buffer += chunk
-                *complete, buffer = buffer.split("\n")
-                for event in parse_lines(complete):
-                    yield event
-                    if isinstance(event, TERMINAL):
-                        return
-            elif stop():
-                return
-            else:
-                time.sleep(poll_s)

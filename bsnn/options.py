@@ -10,11 +10,14 @@ so a config is checked before torch has loaded.
 from __future__ import annotations
 
 import argparse
-import math
-from collections.abc import Callable, Collection, Iterable, Mapping
+import difflib
+import os
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bsnn import checks
+from bsnn.checks import Check
 from bsnn.errors import ConfigError
 from bsnn.snn.options import (
     ENCODINGS,
@@ -25,16 +28,14 @@ from bsnn.snn.options import (
     RESETS,
 )
 
+PROTOCOLS = ("bsnn", "original")  # original: conversion.py's calibration and evaluation
 GRANULARITIES = ("layer", "channel")  # one threshold per layer, or one per channel
 BINARY_WEIGHTS = ("alpha", "sign")  # binary weights kept as +-alpha, or +-1 with alpha folded
 BACKENDS = ("engine", "bindsnet")  # bindsnet: the reference simulator
 SNN_CALIBRATIONS = ("none", "bias", "potential")  # Li et al. 2021: where the correction goes
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "imagefolder")
-NORMALIZATIONS = ("digits", "cifar10", "cifar100", "imagenet")  # statistics --normalize names
-MAX_WIDTH = 16.0  # a width multiplier beyond this is a typo (and would not fit in memory)
 KINDS = {int: "a whole number", float: "a number", str: "text"}
 
-Check = Callable[["Option", Any, Mapping[str, Any]], None]
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
@@ -54,10 +55,12 @@ class Option:
     shown: str = ""  # the default in words, where the value says too little
     flag: str = ""  # "": --name-with-dashes
     metavar: str | None = None
+    aliases: tuple[str, ...] = ()  # more flags for it (the original's --eval_size beside ours)
     form: bool = False  # a field of the dashboard's form (in the table's order)
     switch: bool = False  # a `bsnn sweep` variant may set it
     many: bool = False  # `bsnn sweep` takes several values (one run each)
     engine: bool = False  # a SimOptions field of the same name
+    faces: str = ""  # the calls that take it: convert, simulate, export, network, train
 
     def __post_init__(self) -> None:
         if not self.flag:
@@ -108,7 +111,7 @@ class Option:
         if self.choices:
             kw["choices"] = self.choices
         kw |= {"nargs": "+", "default": [default]} if many else {"default": default}
-        parser.add_argument(self.flag, **kw)
+        parser.add_argument(*self.aliases, self.flag, **kw)
 
 
 @dataclass(frozen=True)
@@ -134,198 +137,137 @@ def _is_a(value: Any, kind: type) -> bool:
     return isinstance(value, int | float) if kind is float else isinstance(value, kind)
 
 
-# -- checks ------------------------------------------------------------------------------------
-
-def _cost(o: Option, value: float, values: Mapping[str, Any]) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{o.name} is {value}; a cost per operation must be positive",
-                          f"pass e.g. {o.flag} {o.default}")
-
-
-def positive(limit: int) -> Check:
-    """At least 1 and at most `limit`: beyond it a value is almost surely a typo (and would
-    exhaust memory or patience)."""
-    def check(o: Option, value: int, values: Mapping[str, Any]) -> None:
-        if value < 1:
-            raise ConfigError(f"{o.name} is {value}; it must be at least 1",
-                              f"pass a positive {o.flag}")
-        if value > limit:
-            raise ConfigError(f"{o.name} {value} is absurdly large (limit {limit:,})",
-                              f"pass a smaller {o.flag}")
-    return check
-
-
-def _percentile(o: Option, value: float, values: Mapping[str, Any]) -> None:
-    if math.isnan(value) or not 0 < value <= 100:
-        raise ConfigError(f"percentile {value} is outside (0, 100]",
-                          f"pass {o.flag} between 0 (exclusive) and 100, e.g. 99.7")
-
-
-def _eval_size(o: Option, value: int, values: Mapping[str, Any]) -> None:
-    if value < 1 and value != -1:
-        raise ConfigError(f"eval_size is {value}",
-                          f"pass a positive {o.flag}, or -1 for the whole set")
-
-
-def _readout_delay(o: Option, value: int, values: Mapping[str, Any]) -> None:
-    t = values.get("time")
-    known = isinstance(t, int) and t >= 1  # an invalid T is reported by its own check
-    if value < 0 or (known and value >= t):
-        raise ConfigError(f"readout delay {value} is outside [0, T)",
-                          f"pass {o.flag} between 0 and {t - 1 if known else 'T - 1'}")
-
-
-def _n_workers(o: Option, value: int, values: Mapping[str, Any]) -> None:
-    if value < -1:
-        raise ConfigError(f"n_workers is {value}", f"pass {o.flag} 0 or more (-1: 4 per GPU)")
-
-
-def _device(o: Option, value: str, values: Mapping[str, Any]) -> None:
-    if value not in ("auto", "cpu", "cuda") and not value.removeprefix("cuda:").isdigit():
-        raise ConfigError(f"device {value!r} is not known",
-                          f"pass {o.flag} auto, cpu, cuda or cuda:N")
-
-
-def _fraction(o: Option, value: float, values: Mapping[str, Any]) -> None:
-    if not 0 < value < 1:
-        raise ConfigError(f"{o.name} {value} is outside (0, 1)", f"pass e.g. {o.flag} 0.1")
-
-
-def _model(o: Option, value: str, values: Mapping[str, Any]) -> None:
-    if not value:
-        raise ConfigError("no model given", f"pass {o.flag} PATH or a bundled name")
-
-
-def _width(o: Option, value: float, values: Mapping[str, Any]) -> None:
-    if not (math.isfinite(value) and 0 < value <= MAX_WIDTH):
-        raise ConfigError(f"width {value} is outside (0, {MAX_WIDTH:g}]",
-                          f"pass {o.flag} a multiplier such as 0.25 or 1")
-
-
-def parse_normalize(text: str) -> str | tuple[tuple[float, ...], tuple[float, ...]]:
-    """`--normalize`'s value: a data set's name (its statistics), or (means, stds) from
-    `MEAN,STD` (one value for every channel) or `M1,M2,M3/S1,S2,S3` (one per channel). Raises
-    ConfigError naming the accepted forms."""
-    text = text.strip()
-    if text in NORMALIZATIONS:
-        return text
-    fix = (f"pass --normalize one of {', '.join(NORMALIZATIONS)}, MEAN,STD (e.g. 0.5,0.25) or "
-           "M1,M2,M3/S1,S2,S3 (one value per channel)")
-    means_text, _, stds_text = text.partition("/" if "/" in text else ",")
-    try:
-        means = tuple(float(v) for v in means_text.split(","))
-        stds = tuple(float(v) for v in stds_text.split(","))
-    except ValueError:
-        raise ConfigError(f"normalize {text!r} is not a data set's name nor MEAN,STD",
-                          fix) from None
-    if len(means) != len(stds):
-        raise ConfigError(f"normalize {text!r} has {len(means)} means but {len(stds)} stds", fix)
-    if not all(math.isfinite(v) for v in means + stds) or min(stds) <= 0:
-        raise ConfigError(f"normalize {text!r}: every mean must be finite, every std > 0", fix)
-    return means, stds
-
-
-def _normalize(o: Option, value: str, values: Mapping[str, Any]) -> None:
-    parse_normalize(value)
-
-
 # -- the table: the form's fields first, in the form's order -----------------------------------
 
 OPTIONS: tuple[Option, ...] = (
     Option("model", "model", "checkpoint path or bundled name, e.g. bundled:digits-binary",
-           default="bundled:digits-fp", check=_model, form=True,
-           many=True),
+           default="bundled:digits-fp", check=checks.model, form=True,
+           many=True, faces="network"),
     Option("dataset", "data set", "data set", choices=DATASETS, optional=True,
-           shown="the checkpoint's; cifar100 for original files", form=True),
+           shown="the checkpoint's; cifar100 for original files", form=True, faces="network train"),
     Option("data", "data path", "data root (an image folder: the folder of class folders)",
-           default="./data/", metavar="DIR", form=True),
+           default="./data/", metavar="DIR", form=True, faces="convert simulate network train"),
     Option("arch", "arch", "architecture: vgg15ab (the paper's), vgg15avg, vgg15max, vgg8ab, "
            "vgg6ab, ...; convert needs it only for checkpoints without metadata", optional=True,
-           shown="the checkpoint's", form=True),
+           shown="the checkpoint's", form=True, faces="network train"),
     Option("normalize", "normalize", "input statistics: a data set's (digits, cifar10, cifar100, "
            "imagenet), MEAN,STD for every channel, or M1,M2,M3/S1,S2,S3", optional=True,
-           check=_normalize, metavar="STATS", form=True,
-           shown="the checkpoint's; the data set's own for files without metadata"),
-    Option("device", "device", "auto, cpu, cuda or cuda:N", default="auto", check=_device,
-           shown="auto: CUDA when there is one", form=True),
+           check=checks.normalize, metavar="STATS", form=True,
+           shown="the checkpoint's; the data set's own for files without metadata",
+           faces="convert simulate train"),
+    Option("device", "device", "auto, cpu, cuda or cuda:N", default="auto", check=checks.device,
+           shown="auto: CUDA when there is one", form=True, faces="convert simulate train"),
     Option("percentile", "percentile", "percentile of each layer's ANN activations that sets "
-           "its threshold", float, 99.7, check=_percentile, form=True, many=True),
+           "its threshold", float, 99.7, check=checks.percentile, form=True, many=True,
+           faces="convert"),
     # 80 steps, the original conversion.py's default, everywhere (the dashboard too)
-    Option("time", "time steps T", "time steps T", int, 80, check=positive(MAX_TIME), metavar="T",
-           form=True, engine=True),
-    Option("batch_size", "batch size", "images per batch", int, 100, check=positive(65_536),
-           form=True),
-    Option("eval_size", "eval size", "images evaluated, -1 all", int, -1, check=_eval_size,
-           flag="--eval_size", form=True),
+    Option("time", "time steps T", "time steps T", int, 80, check=checks.positive(MAX_TIME),
+           metavar="T", form=True, engine=True, faces="simulate export"),
+    Option("batch_size", "batch size", "images per batch", int, 100, check=checks.positive(65_536),
+           form=True, faces="convert simulate export train"),
+    Option("eval_size", "eval size", "images evaluated, -1 all", int, -1, check=checks.eval_size,
+           flag="--eval_size", aliases=("--eval-size",), form=True, faces="simulate"),
     Option("norm", "norm (calib.)", "training images used to calibrate thresholds", int, 128,
-           check=positive(10_000_000), form=True),
+           check=checks.positive(10_000_000), form=True, faces="convert"),
     Option("seed", "seed", "random seed of every draw (data order, image subsets, Poisson "
-           "spikes; in training also init and augmentation)", int, 0, form=True, engine=True),
+           "spikes; in training also init and augmentation)", int, 0, form=True, engine=True,
+           faces="convert simulate export train"),
     Option("readout_delay", "readout delay", "the output ignores the first K steps", int, 0,
-           check=_readout_delay, metavar="K", form=True, switch=True, engine=True),
-    Option("propagation", "propagation", "same-step (a spike crosses every layer in its step), "
-           "or delayed: the original's timing, a step per conv, linear and pooling layer",
-           choices=PROPAGATIONS, default="same-step", form=True, switch=True,
-           engine=True),
+           check=checks.readout_delay, metavar="K", form=True, switch=True, engine=True,
+           faces="simulate export"),
+    # delayed: the original conversion.py's timing without --one-step (its network.py run loop)
+    Option("propagation", "propagation", "delayed: the original's timing, a step per conv, "
+           "linear and pooling layer (VGG-15's readout hears its first spike at step 20); or "
+           "same-step: a spike crosses every layer in its step (the original's --one-step)",
+           choices=PROPAGATIONS, default="delayed", form=True, switch=True,
+           engine=True, faces="simulate export"),
     Option("reset", "reset", "reset by subtraction or to zero", choices=RESETS,
-           default="subtract", form=True, switch=True, engine=True),
+           default="subtract", form=True, switch=True, engine=True, faces="simulate export"),
     Option("v0", "v0", "initial potential: 0 or theta/2", choices=INITIAL_POTENTIALS,
-           default="zero", form=True, switch=True, engine=True),
+           default="zero", form=True, switch=True, engine=True, faces="simulate export"),
     Option("encoding", "encoding", "input: the analog image every step, or seeded Poisson "
-           "spikes", choices=ENCODINGS, default="constant", form=True, switch=True, engine=True),
+           "spikes", choices=ENCODINGS, default="constant", form=True, switch=True, engine=True,
+           faces="simulate export"),
     Option("threshold_granularity", "thresholds per", "one threshold per layer or per channel",
-           choices=GRANULARITIES, default="layer", form=True, switch=True),
+           choices=GRANULARITIES, default="layer", form=True, switch=True, faces="convert"),
     Option("snn_calibration", "SNN calib.", "Li et al. 2021: correct each layer's mean error "
            "through its bias or its initial potential", choices=SNN_CALIBRATIONS,
-           default="none", form=True, switch=True),
+           default="none", form=True, switch=True, faces="convert"),
     Option("job_dir", "job dir", "results folder; one run folder per run", default="runs",
-           metavar="DIR", form=True),
+           metavar="DIR", form=True, faces="simulate"),
     Option("binary_weights", "binary weights", "binary layers' weights: +-alpha, or +-1 with "
            "alpha folded into the thresholds", choices=BINARY_WEIGHTS, default="alpha",
-           switch=True),
+           switch=True, faces="convert"),
+    Option("protocol", "protocol", "bsnn: thresholds from --norm random training images (eval "
+           "transform, dropout off), a deterministic evaluation; original: the original "
+           "conversion.py's, for like-for-like comparison with its figures: thresholds from "
+           "the first --norm training images in order, with the training transform (random "
+           "crop and flip) and dropout active, and the test set evaluated with the training "
+           "transform in a shuffled order (its defects, kept only here: figures vary with "
+           "--seed)", choices=PROTOCOLS, default="bsnn", switch=True,
+           faces="convert simulate"),
     Option("backend", "backend", "simulator: the engine, or bindsnet (the reference)",
-           choices=BACKENDS, default="engine"),
+           choices=BACKENDS, default="engine", faces="simulate"),
     Option("precision", "precision", "arithmetic of the engine's layer currents: auto (float32; "
            "on CUDA the +-1 layers of --binary-weights sign take float16, exact there), fp32, "
            "fp16 (auto's exact float16 on any device) or tf32 (auto plus TF32 on the "
            "full-precision layers: faster on CUDA, not exact)", choices=PRECISIONS,
-           default="auto", engine=True),
+           default="auto", engine=True, faces="simulate"),
     Option("snn_calibration_size", "SNN calib. size", "training images for --snn-calibration",
-           int, 256, check=positive(10_000_000)),
+           int, 256, check=checks.positive(10_000_000), faces="convert"),
     Option("n_workers", "loader workers", "data loader workers (-1: 4 per GPU)", int, 4,
-           check=_n_workers),
+           check=checks.n_workers, faces="train"),
     Option("results_file", "results file", "CSV line appended to <job-dir>/results/NAME (as "
            "the original)", default="sim_result.txt"),
-    Option("run_id", "run id", "name of the run folder", optional=True, shown="time-based"),
+    Option("run_id", "run id", "name of the run folder", optional=True, shown="time-based",
+           check=checks.run_id,
+    faces="simulate"),
     Option("val_split", "val split", "an image folder without val/: the fraction held out for "
-           "evaluation", float, check=_fraction, optional=True, shown="none"),
+           "evaluation", float, check=checks.fraction, optional=True, shown="none",
+           faces="convert simulate train"),
     Option("image_size", "image size", "resize an image folder's images to this side length",
-           int, check=positive(10_000), optional=True, shown="the images' own"),
+           int, check=checks.positive(10_000), optional=True,
+           shown="32; the other data sets keep their own size",
+           faces="convert simulate train"),
     Option("width", "width", "width multiplier of the conv and hidden layers (convert needs it "
-           "only for checkpoints without metadata)", float, check=_width, optional=True,
-           shown="the checkpoint's; 1 for files without metadata"),
+           "only for checkpoints without metadata)", float, check=checks.width, optional=True,
+           shown="the checkpoint's; 1 for files without metadata", faces="network train"),
     # costs per operation of the energy estimate (docs/operations.md): 45 nm, Horowitz 2014
     Option("energy_mac_pj", "MAC pJ", "energy estimate: pJ per multiply-accumulate (32-bit "
-           "float: multiply 3.7 + add 0.9)", float, 4.6, check=_cost),
+           "float: multiply 3.7 + add 0.9)", float, 4.6, check=checks.cost, faces="simulate"),
     Option("energy_ac_pj", "AC pJ", "energy estimate: pJ per accumulate (32-bit float add), "
-           "the SNN's synaptic operation", float, 0.9, check=_cost),
+           "the SNN's synaptic operation", float, 0.9, check=checks.cost, faces="simulate"),
     Option("energy_binary_pj", "binary op pJ", "energy estimate: pJ per op of a binary ANN "
-           "layer (an add or subtract of a float)", float, 0.9, check=_cost),
+           "layer (an add or subtract of a float)", float, 0.9, check=checks.cost,
+           faces="simulate"),
 )
 OPTION: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 SHORTCUTS = (
     Shortcut("--gpu", "device", "cuda", False, "run on CUDA (same as --device cuda; an "
              "explicit --device wins)"),
-    Shortcut("--one-step", "propagation", "same-step", True, "same-step propagation, the "
-             "default (the original's flag; it wins over --propagation)"),
+    Shortcut("--one-step", "propagation", "same-step", True, "same-step propagation (the "
+             "original's flag: a spike crosses every layer in one step; it wins over "
+             "--propagation)"),
 )
 
-# `bsnn train` shares these run options. Its defaults differ where training does: None leaves
-# the preset's value (each flag given overrides one field of the recipe), the data folder is
-# needed only by data sets read from disk, and loader workers follow the device.
-TRAIN_OPTIONS = ("dataset", "data", "val_split", "image_size", "arch", "width", "normalize",
-                 "batch_size", "seed", "device", "n_workers")
+
+
+def names_for(*faces: str) -> tuple[str, ...]:
+    """The options tagged with any of `faces`, in the table's order."""
+    return tuple(o.name for o in OPTIONS if set(o.faces.split()) & set(faces))
+
+
+# What each face takes, from the tags: the API's calls (convert: the thresholds; simulate: the
+# run), the NIR export's simulation options and the network it rebuilds (`bsnn export`), and
+# `bsnn train`, whose defaults differ where training does: None leaves the preset's value (each
+# flag given overrides one field of the recipe), the data folder is needed only by data sets
+# read from disk, and loader workers follow the device.
+CONVERT_OPTIONS = names_for("convert")
+SIMULATE_OPTIONS = names_for("simulate")
+EXPORT_OPTIONS = names_for("export")
+NETWORK_OPTIONS = names_for("network", "convert", "export")
+TRAIN_OPTIONS = names_for("train")
 TRAIN_UNSET: dict[str, str] = {  # name -> train's default (None) in words
     "dataset": "the preset's", "data": "none; data sets read from disk need it",
     "arch": "the preset's", "width": "the preset's: 1, the arch as named",
@@ -372,6 +314,25 @@ def check_values(values: Mapping[str, Any]) -> None:
     for o in OPTIONS:
         if o.name in values:
             o.validate(values[o.name], values)
+
+
+def keyword_values(given: Mapping[str, Any], names: tuple[str, ...],
+                   caller: str) -> dict[str, Any]:
+    """A Python call's options: the table's defaults updated with `given`, checked as the CLI
+    checks its flags; an unknown keyword is a ConfigError naming the close matches. `job_dir`
+    defaults to None there (nothing written unless a run folder is asked for)."""
+    for name in given:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ConfigError(f"{caller}() has no option {name!r}",
+                              f"{hint}{caller}() takes: {', '.join(names)}")
+    values = {n: OPTION[n].default for n in names} | {
+        k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in given.items()}
+    if "job_dir" in names and "job_dir" not in given:
+        values["job_dir"] = None
+    check_values({k: v for k, v in values.items() if not (k == "job_dir" and v is None)})
+    return values
 
 
 def sim_options_kwargs(config: Any) -> dict[str, Any]:

@@ -149,6 +149,13 @@ PRESETS: dict[str, Recipe] = {
 }
 
 
+# What the binary presets do not do by themselves (docs/fidelity.md, binary training).
+BINARY_FROM_FP = ("the authors fine-tuned binary VGGs from full-precision ones (their fork's "
+                  "ImageNet script always starts from a pretrained model, its CIFAR-100 script "
+                  "with --pretrained); the binary presets start from random weights unless "
+                  "--init FP_MODEL is given")
+
+
 def preset(name: str) -> Recipe:
     """The recipe called `name`; ConfigError listing the presets otherwise."""
     if name not in PRESETS:

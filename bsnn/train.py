@@ -16,6 +16,8 @@ Binary models train their full-precision shadow weights in one of two ways (`Rec
 forward pass and their gradient is scaled as theirs; `make_optimizer` exempts them from weight
 decay, as the authors' x1e9 gradient did. `Recipe.init` starts any model from a checkpoint's
 weights, e.g. a binary model from its full-precision twin, as the authors fine-tuned theirs.
+The optimiser and its schedule are in bsnn.optimizers; setting up, resuming and saving a
+run's state in bsnn.training_state.
 
 Under torchrun (`torchrun --nproc-per-node N -m bsnn train ...`) the model is wrapped in
 DistributedDataParallel: the recipe's batch size stays the global one (each rank takes batch/N
@@ -28,33 +30,35 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from bsnn import distributed
-from bsnn.checkpoint import ModelMeta, load_model, load_state, read_checkpoint, save_checkpoint
-from bsnn.devices import loader_workers, resolve_device
-from bsnn.errors import CheckpointError, ConfigError
-from bsnn.models import build_model
-from bsnn.models.binary import XnorBinOp, binary_layers
+from bsnn.devices import resolve_device
+from bsnn.errors import ConfigError
+from bsnn.models.binary import XnorBinOp
+from bsnn.optimizers import apply_schedule, make_optimizer
 from bsnn.recipes import Recipe
+from bsnn.training_state import (
+    Training,
+    last_state_path,
+    resume_recipe,
+    resume_training,
+    save_epoch,
+    setup_training,
+)
 
-# Fields a resumed run must share with the run it continues; the rest (epochs, rates, batch
-# size) may change, e.g. `--resume --epochs 60` to train further.
-FIXED_ON_RESUME = ("dataset", "arch", "binary", "image_size", "val_split", "seed", "optimizer",
-                   "dropout", "binarize", "init", "width", "normalize")
-
-# The authors multiplied the binary layers' gradients by 1e9 before Adam's step. Adam's step is
-# the same for any gradient scale except through its eps and its L2 weight decay (added to the
-# gradient), which the 1e9 made negligible for those weights. bsnn keeps gradients at their
-# size and gives those weights no weight decay and eps / 1e9 instead: the same steps.
-THEIR_GRADIENT_SCALE = 1e9
-ADAM_EPS = 1e-8
+# The training API; bsnn.cli.train and the tests take these from here, though the optimiser's
+# helpers live in bsnn.optimizers and the resumable state's in bsnn.training_state.
+__all__ = [
+    "BatchProgress", "EpochResult", "Progress", "TrainEvent", "TrainResult", "TrainStart",
+    "apply_schedule", "evaluate", "last_state_path", "make_optimizer", "resolve_device",
+    "resume_recipe", "train",
+]
 
 
 @dataclass(frozen=True)
@@ -112,28 +116,6 @@ class TrainResult:
     seconds: float
 
 
-def last_state_path(out: str | Path) -> Path:
-    """The resumable state lives beside the best model: `model.pt` -> `model.last.pt`."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.last{out.suffix}")
-
-
-def resume_recipe(out: str | Path) -> Recipe:
-    """The recipe stored in the resumable state of `out`, for `--resume` to start from."""
-    return Recipe.from_dict(_read_last_state(out)["train_state"]["recipe"])
-
-
-def _read_last_state(out: str | Path) -> dict[str, Any]:
-    last = last_state_path(out)
-    if not last.is_file():
-        raise CheckpointError(f"nothing to resume: {last} does not exist",
-                              "run without --resume to start a new training")
-    raw = read_checkpoint(last)
-    if not isinstance(raw.get("train_state"), dict):
-        raise CheckpointError(f"{last} holds no training state", "run without --resume")
-    return raw
-
-
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> float:
     """Top-1 accuracy (0..1) in eval mode: dropout off, no gradients, same answer every time."""
     correct, total = _count_correct(model, loader, device)
@@ -152,42 +134,6 @@ def _count_correct(model: nn.Module, loader: DataLoader,
             total += y.numel()
     model.train(was_training)
     return correct, total
-
-
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD with momentum or Adam; binary layers hand their full-precision shadow weights here.
-
-    With `binarize="xnor"` those weights form a second group without weight decay (its `decay`
-    is False: the schedule leaves it at 0) and with Adam's eps / 1e9: the steps the authors'
-    x1e9 gradients gave (see THEIR_GRADIENT_SCALE)."""
-    groups = _param_groups(model, recipe)
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr, betas=recipe.betas, eps=ADAM_EPS,
-                                weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
-                           weight_decay=recipe.weight_decay)
-
-
-def _param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
-    xnor = recipe.binary and recipe.binarize == "xnor"
-    shadow = {id(layer.weight) for layer in binary_layers(model)} if xnor else set()
-    groups: list[dict[str, Any]] = [
-        {"params": [p for p in model.parameters() if id(p) not in shadow], "decay": True}]
-    if shadow:
-        groups.append({"params": [p for p in model.parameters() if id(p) in shadow],
-                       "decay": False, "weight_decay": 0.0,
-                       "eps": ADAM_EPS / THEIR_GRADIENT_SCALE})
-    return groups
-
-
-def apply_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, epoch: int) -> float:
-    """Set the epoch's learning rate and weight decay in every group (weight decay stays 0 in
-    a group whose `decay` is False: xnor's shadow weights); return the rate."""
-    lr = recipe.lr_at(epoch)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-        group["weight_decay"] = recipe.weight_decay_at(epoch) if group.get("decay", True) else 0.0
-    return lr
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -277,100 +223,7 @@ def train(
         distributed.shutdown(created)
 
 
-@dataclass
-class _Training:
-    """One training's state: the model (and its DDP wrapper), optimiser, data, best so far."""
-
-    recipe: Recipe
-    out: Path
-    w: distributed.World
-    dev: torch.device
-    model: nn.Module
-    net: nn.Module
-    optimizer: torch.optim.Optimizer
-    meta: ModelMeta
-    train_set: Any
-    val_set: Any
-    val_loader: DataLoader
-    n_workers: int
-    binop: XnorBinOp | None = None
-    start_epoch: int = 0
-    best_acc: float = -1.0
-    best_epoch: int = -1
-
-
-def _setup(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *,
-           data: str | None, n_workers: int | None, download: bool, resume: bool) -> _Training:
-    """Data, model, optimiser and the metadata its checkpoints carry. The model starts from
-    `recipe.init` unless resuming (the last state's weights replace it, so the file that
-    started the run need not be there any more)."""
-    from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data import Subset
-
-    from bsnn import data as datasets  # torchvision is heavy: load it only when training
-
-    split = {"val_split": recipe.val_split, "image_size": recipe.image_size, "download": download,
-             "normalize": recipe.normalize}
-    train_set, info = datasets.load_split(recipe.dataset, "train", data, augment=True, **split)
-    val_set, _ = datasets.load_split(recipe.dataset, "val", data, **split)
-    n_workers = loader_workers(n_workers, recipe.dataset, dev, w.size)
-    torch.manual_seed(recipe.seed)
-    shape = info.input_shape
-    model = build_model(recipe.model_arch, info.num_classes, shape, binary=recipe.binary,
-                        dropout=recipe.dropout, width=recipe.width)
-    if recipe.init is not None and not resume:
-        _load_init(model, recipe, info.num_classes, shape)
-    model = model.to(dev)
-    meta = ModelMeta(arch=recipe.model_arch, dataset=recipe.dataset,
-                     num_classes=info.num_classes, input_shape=shape,
-                     binary=recipe.binary, mean=tuple(info.mean), std=tuple(info.std),
-                     recipe=recipe.to_dict(), width=recipe.width)
-    net: nn.Module = model
-    val_part = val_set
-    if w.distributed:  # same initial weights everywhere (seeded above, and DDP broadcasts)
-        net = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
-        val_part = Subset(val_set, range(w.rank, len(val_set), w.size))  # no padding: exact
-    val_loader = datasets.make_loader(val_part, recipe.batch_size, n_workers=n_workers,
-                                      pin_memory=dev.type == "cuda")
-    binop = XnorBinOp(model) if recipe.binary and recipe.binarize == "xnor" else None
-    return _Training(recipe, out, w, dev, model, net, make_optimizer(model, recipe), meta,
-                     train_set, val_set, val_loader, n_workers, binop)
-
-
-def _load_init(model: nn.Module, recipe: Recipe, num_classes: int,
-               input_shape: tuple[int, int, int]) -> None:
-    """`init`: the checkpoint's weights as the starting point (a binary model's shadow weights
-    from a full-precision one's). It must be a model of this arch, width and class count."""
-    try:
-        source, _ = load_model(recipe.init, arch=recipe.model_arch, num_classes=num_classes,
-                               input_shape=input_shape, width=recipe.width)
-        load_state(model, source.state_dict(), f"--init {recipe.init}")
-    except CheckpointError as e:
-        raise CheckpointError(
-            f"--init {recipe.init} cannot start this training: {e.message}",
-            f"pass --init a checkpoint of {recipe.model_arch} (width {recipe.width:g}) with "
-            f"{num_classes} classes, or set --arch / --width / --dataset to match it") from None
-
-
-def _resume(t: _Training) -> None:
-    """Continue from the last state: weights, optimiser, epoch and best accuracy."""
-    raw = _read_last_state(t.out)
-    state = raw["train_state"]
-    saved = Recipe.from_dict(state["recipe"])
-    changed = [k for k in FIXED_ON_RESUME if getattr(saved, k) != getattr(t.recipe, k)]
-    if changed:
-        raise ConfigError(
-            f"--resume cannot change {', '.join(changed)} (the saved run has "
-            + ", ".join(f"{k}={getattr(saved, k)!r}" for k in changed) + ")",
-            "drop those options, or train into a new --out",
-        )
-    load_state(t.model, raw["state_dict"], str(last_state_path(t.out)))
-    t.optimizer.load_state_dict(state["optimizer"])
-    t.start_epoch = state["epoch"]
-    t.best_acc, t.best_epoch = state["best_accuracy"], state["best_epoch"]
-
-
-def _epoch_loader(t: _Training, epoch: int, seed: int) -> DataLoader:
+def _epoch_loader(t: Training, epoch: int, seed: int) -> DataLoader:
     """The epoch's shuffled training batches; under torchrun this rank's share, batch / N at a
     time, of the epoch's permutation."""
     from torch.utils.data import DistributedSampler, Subset
@@ -389,7 +242,7 @@ def _epoch_loader(t: _Training, epoch: int, seed: int) -> DataLoader:
                                 pin_memory=pin, seed=seed)
 
 
-def _run_epoch(t: _Training, epoch: int, notify: Progress) -> EpochResult:
+def _run_epoch(t: Training, epoch: int, notify: Progress) -> EpochResult:
     """Train one epoch, validate, keep the best model and the resumable state."""
     t0 = time.perf_counter()
     recipe = t.recipe
@@ -412,25 +265,9 @@ def _run_epoch(t: _Training, epoch: int, notify: Progress) -> EpochResult:
                           "lower --lr, or check the data normalisation")
     val_acc = val_correct / max(val_total, 1)
     improved = val_acc > t.best_acc
-    _save(t, epoch, val_acc, improved)
+    save_epoch(t, epoch, val_acc, improved)
     return EpochResult(epoch, recipe.epochs, lr, loss_sum / max(seen, 1), correct / max(seen, 1),
                        val_acc, t.best_acc, improved, time.perf_counter() - t0)
-
-
-def _save(t: _Training, epoch: int, val_acc: float, improved: bool) -> None:
-    """The best model at `out` when it improved; the resumable state every epoch (rank 0 alone
-    writes: the others hold the same weights, through DDP)."""
-    if improved:
-        t.best_acc, t.best_epoch = val_acc, epoch
-        t.meta.ann_accuracy = val_acc
-        t.meta.recipe = {**t.recipe.to_dict(), "best_epoch": epoch + 1}
-        if t.w.main:
-            save_checkpoint(t.out, t.model, t.meta)
-    if t.w.main:
-        save_checkpoint(last_state_path(t.out), t.model, replace(t.meta, ann_accuracy=val_acc),
-                        train_state={"epoch": epoch + 1, "optimizer": t.optimizer.state_dict(),
-                                     "best_accuracy": t.best_acc, "best_epoch": t.best_epoch,
-                                     "recipe": t.recipe.to_dict()})
 
 
 def _train(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *,
@@ -438,10 +275,10 @@ def _train(recipe: Recipe, out: Path, w: distributed.World, dev: torch.device, *
            notify: Progress) -> TrainResult:
     """`train` once the process group (if any) is joined."""
     started = time.perf_counter()
-    t = _setup(recipe, out, w, dev, data=data, n_workers=n_workers, download=download,
-               resume=resume)
+    t = setup_training(recipe, out, w, dev, data=data, n_workers=n_workers, download=download,
+                       resume=resume)
     if resume:
-        _resume(t)
+        resume_training(t)
     notify(TrainStart(recipe, t.start_epoch, len(t.train_set), len(t.val_set), str(dev), w.size))
     history: list[EpochResult] = []
     for epoch in range(t.start_epoch, recipe.epochs):

@@ -4,6 +4,9 @@ Start-up stays light (no torch; it loads in workers after the first paint), the 
 worker thread that feeds a RunFeed, and screens redraw from that feed a few times a second.
 The worker runs the engine itself (in-process) or starts it as a process of its own and follows
 its events.jsonl (detached), which is what any other viewer of the run does too.
+
+Keys that change a run are hard to press by mistake: starting takes ctrl+s (or Enter on the form),
+and a cancel, or a quit that would stop an in-process run, asks first (screens/confirm.py).
 """
 
 from __future__ import annotations
@@ -23,23 +26,30 @@ from textual.worker import get_current_worker
 
 from bsnn.config import RunConfig
 from bsnn.errors import BsnnError, ConfigError
-from bsnn.events import EVENTS_FILE
-from bsnn.report import summarize
+from bsnn.runlog import EVENTS_FILE
+from bsnn.summary import summarize
 from bsnn_tui import producers
 from bsnn_tui.feed import RunFeed
 from bsnn_tui.options import build_parser, serve_command
-from bsnn_tui.screens.help import HelpScreen
+from bsnn_tui.screens.confirm import ConfirmScreen
+from bsnn_tui.screens.help import EXPORTS, HelpScreen
 from bsnn_tui.screens.run import RunScreen
 from bsnn_tui.screens.runs import RunsScreen
 from bsnn_tui.screens.setup import SetupScreen
 from bsnn_tui.widgets.accuracy import percent
+
+QUIT_STOPS_RUN = (
+    "The run stops if you quit: it runs inside the dashboard (in-process). Its log ends "
+    "cancelled and what was done is kept. (Run mode detached keeps a run going after the "
+    "dashboard closes.)"
+)
 
 
 class BsnnApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "bsnn"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "start", "Start"),
+        Binding("ctrl+s", "start", "Start"),
         Binding("c", "cancel", "Cancel"),
         Binding("r", "runs", "Runs"),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -75,6 +85,8 @@ class BsnnApp(App[None]):
 
     def action_start(self) -> None:
         """Start the form's run in the background and show its panels."""
+        if self.asking():
+            return
         if self.running:
             self.notify("a run is in progress: cancel it (c) or wait", severity="warning")
             return
@@ -118,35 +130,50 @@ class BsnnApp(App[None]):
         if problem is not None:
             self.notify(f"{problem.message}\n{problem.fix}", title="run failed",
                         severity="error", timeout=10)
-        elif summary["status"] == "finished":
-            self.notify(f"accuracy at T {percent(summary['final_accuracy'], 2)}",
-                        title=f"run {summary['run_id']} finished")
+        elif summary.status == "finished":
+            self.notify(f"accuracy at T {percent(summary.final_accuracy, 2)}",
+                        title=f"run {summary.run_id} finished")
         else:
-            self.notify(f"after {summary['images']} images", title=f"run {summary['status']}")
+            self.notify(f"after {summary.images} images", title=f"run {summary.status}")
 
     def viewed_run(self) -> RunFeed | None:
         """The run that `c` cancels: the one on screen when it is another process's run still
         going (attached), else the run this app started while it runs."""
         screen = self.screen_stack[-1] if self.screen_stack else None
         if isinstance(screen, RunScreen) and screen.feed is not self.live:
-            running = screen.follow is not None and screen.summary["status"] == "running"
+            running = screen.follow is not None and screen.summary.status == "running"
             return screen.feed if running else None
         return self.live if self.running else None
 
+    def asking(self) -> bool:
+        """Whether a question is on screen: keys behind it wait for its answer."""
+        return isinstance(self.screen, ConfirmScreen)
+
     def action_cancel(self) -> None:
-        """In-process, the engine reads the cancel flag; a detached or attached run's engine
-        reads its cancel file (bsnn.rundir.request_cancel). Either stops at a batch boundary
-        and writes `cancelled` and the partial summary."""
+        """Ask first: `c` is one key, and a cancelled run cannot be resumed."""
         feed = self.viewed_run()
-        if feed is None:
+        if feed is None or self.asking():
             return
+        name = feed.run_dir.name if feed.run_dir is not None else "the run"
+        question = (f"Stop {name}? It stops after the batch in flight; what was done is kept "
+                    f"(its log ends cancelled).")
+        self.push_screen(ConfirmScreen("cancel the run?", question, "Stop the run",
+                                       "Keep it running"),
+                         lambda yes: self.cancel_run(feed) if yes else None)
+
+    def cancel_run(self, feed: RunFeed) -> None:
+        """In-process, the engine reads the cancel flag; a detached or attached run's engine
+        reads its run folder's cancel marker (RunFolder.request_cancel). Either stops at a
+        batch boundary and writes `cancelled` and the partial summary."""
+        if feed is self.live and not self.running:
+            return  # it ended while the question was on screen
         if feed is self.live:
             self._cancel.set()  # the run worker passes it on to a detached engine
         else:
-            from bsnn.rundir import request_cancel
+            from bsnn.runfolder import RunFolder
 
             try:
-                request_cancel(feed.run_dir)  # type: ignore[arg-type]
+                RunFolder(feed.run_dir).request_cancel()  # type: ignore[arg-type]
             except BsnnError as e:
                 self.notify(f"{e.message}\n{e.fix}", title="cannot cancel", severity="error")
                 return
@@ -164,17 +191,30 @@ class BsnnApp(App[None]):
             self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        """Quitting cancels an in-process run, so its log ends with `cancelled`, not mid-air;
-        a detached run goes on (follow it again with --attach)."""
+        """A detached run goes on (follow it again with --attach); an in-process run would stop,
+        so that is asked first, and a yes cancels it so its log ends `cancelled`, not
+        mid-air."""
+        if self.asking():
+            return
         if self.running and self.live is not None and self.live.detached:
             self.left_running = self.live.run_dir
             self.notify(going_on(self.left_running), title="the run goes on")
-        else:
-            self._cancel.set()
+        elif self.running:
+            self.push_screen(ConfirmScreen("quit?", QUIT_STOPS_RUN, "Stop the run and quit",
+                                           "Keep watching"),
+                             lambda yes: self.stop_and_exit() if yes else None)
+            return
+        self.exit()
+
+    def stop_and_exit(self) -> None:
+        self._cancel.set()
         self.exit()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Dim the keys that do nothing right now (the Footer shows them greyed out)."""
+        """Dim the keys that do nothing right now (the Footer shows them greyed out); while a
+        question is on screen, the app's keys wait for its answer."""
+        if self.asking() and action in ("start", "cancel", "runs", "help", "quit"):
+            return False
         if action == "start":
             return not self.running or None
         if action == "cancel":
@@ -183,14 +223,13 @@ class BsnnApp(App[None]):
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """Every key's action is also in the command palette (ctrl+p), by name."""
-        yield SystemCommand("Start run", "Start a run with the form's values (s)",
+        yield SystemCommand("Start run", "Start a run with the form's values (ctrl+s)",
                             self.action_start)
         if self.viewed_run() is not None:
-            yield SystemCommand("Cancel run", "Stop the run after its current batch (c)",
+            yield SystemCommand("Cancel run", "Stop the run after its current batch (c, asks)",
                                 self.action_cancel)
         if isinstance(screen, RunScreen):
-            yield SystemCommand("Export", "Write summary.json, CSVs, summary.md, accuracy.png (e)",
-                                screen.action_export)
+            yield SystemCommand("Export", f"Write {EXPORTS} (e)", screen.action_export)
         yield SystemCommand("New run", "Back to the form (n)", self.action_new_run)
         yield SystemCommand("Runs", "The runs in the job dir; overlay their curves (r)",
                             self.action_runs)
@@ -202,6 +241,9 @@ class BsnnApp(App[None]):
     def show_setup(self) -> None:
         while self.screen is not self.setup:
             self.pop_screen()
+
+    def on_runs_screen_open_run(self, message: RunsScreen.OpenRun) -> None:
+        self.open_run(message.run_dir)
 
     def open_run(self, run_dir: Path) -> None:
         """The panels of a run on disk: ours if it is the live one, else followed from its log."""
@@ -218,22 +260,22 @@ def going_on(run_dir: Path | None) -> str:
             f"  bsnn-tui --attach {run_dir}\nor stop it with bsnn cancel {run_dir}")
 
 
-def serve(argv: Sequence[str], host: str, port: int) -> int:
-    """Serve the same app to a browser; textual-serve is an optional extra, imported here."""
+def serve(argv: Sequence[str], host: str, port: int, token: str | None) -> int:
+    """Serve the same app to a browser, behind a token (bsnn_tui.serve); textual-serve is an
+    optional extra, imported here."""
     try:
-        from textual_serve.server import Server
+        from bsnn_tui.serve import serve_app
     except ImportError:
         print("bsnn-tui --serve needs textual-serve: pip install 'bsnn[serve]'", file=sys.stderr)
         return 2
-    Server(serve_command(argv), host=host, port=port).serve()
-    return 0
+    return serve_app(serve_command(argv), host, port, token)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.serve:
-        return serve(argv, args.host, args.port)
+        return serve(argv, args.host, args.port, args.token)
     attach = Path(args.attach) if args.attach else None
     if attach is not None and not (attach / EVENTS_FILE).is_file():
         print(f"error: {attach} holds no events.jsonl\nfix: pass a run folder "

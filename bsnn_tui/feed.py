@@ -13,12 +13,10 @@ import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bsnn.errors import BsnnError
 from bsnn.events import Event, Failed, Started, keep
-
-ERROR_LOG = "tui-error.log"
+from bsnn.summary import Summary
 
 
 @dataclass(frozen=True)
@@ -36,9 +34,10 @@ class Problem:
             return cls(error.message, error.fix)
         fix = "unexpected error; no run folder was created"
         if run_dir is not None and run_dir.is_dir():
-            log = run_dir / ERROR_LOG
-            log.write_text("".join(traceback.format_exception(error)), encoding="utf-8")
-            fix = f"unexpected error; the traceback is in {log}"
+            from bsnn.runfolder import RunFolder
+
+            saved = RunFolder(run_dir).save_traceback("".join(traceback.format_exception(error)))
+            fix = f"unexpected error; the traceback is in {saved}"
         return cls(f"{type(error).__name__}: {error}", fix)
 
 
@@ -84,10 +83,10 @@ class RunFeed:
             logged = bool(self._events) and isinstance(self._events[-1], Failed)
         self.problem = Problem.from_exception(error, None if logged else self.run_dir)
 
-    def why_failed(self, summary: dict[str, Any]) -> Problem | None:
-        """The engine's own `failed` event when it wrote one (summary["error"]), else what the
+    def why_failed(self, summary: Summary) -> Problem | None:
+        """The engine's own `failed` event when it wrote one (summary.error), else what the
         producer raised, else None."""
-        error = summary.get("error")
+        error = summary.error
         if error:
             return Problem(error.get("message") or "", error.get("fix") or "")
         return self.problem

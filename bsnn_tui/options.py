@@ -31,18 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--serve", action="store_true", help="serve the dashboard to a web browser")
     ui.add_argument("--host", default="127.0.0.1", help="with --serve (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=8000, help="with --serve (default 8000)")
+    ui.add_argument("--token", help="with --serve: the secret the browser must give (default: "
+                                    "$BSNN_TUI_TOKEN, else a random one); printed in the URL")
     return p
 
 
 def serve_command(argv: Sequence[str]) -> str:
-    """The command textual-serve runs per browser session: these flags minus the serving ones."""
+    """The command textual-serve runs per browser session: these flags minus the serving ones
+    (the token never goes on a command line that other users' `ps` shows)."""
     keep: list[str] = []
     skip_next = False
     for arg in argv:
+        name, joined, _ = arg.partition("=")
+        # argparse also takes an unambiguous abbreviation (--tok, --ser): strip those too
+        flag = next((f for f in ("--host", "--port", "--token", "--serve")
+                     if len(name) >= 4 and f.startswith(name)), None)
         if skip_next:
             skip_next = False
-        elif arg in ("--host", "--port"):
-            skip_next = True
-        elif arg != "--serve" and not arg.startswith(("--host=", "--port=")):
+        elif flag is None:
             keep.append(arg)
+        else:
+            skip_next = flag != "--serve" and not joined
     return shlex.join([sys.executable, "-m", "bsnn_tui", *keep])

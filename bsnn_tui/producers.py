@@ -14,10 +14,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from bsnn.config import RunConfig
-from bsnn.events import Started, follow
+from bsnn.events import Started
+from bsnn.runlog import follow
+from bsnn.summary import Summary
 from bsnn_tui.feed import RunFeed
 
 RUN_MODES = ("auto", "in-process", "detached")
@@ -29,14 +30,14 @@ RUN_MODES = ("auto", "in-process", "detached")
 _ENGINE_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bsnn-engine")
 
 
-def run_engine(config: RunConfig, feed: RunFeed, cancel: threading.Event) -> dict[str, Any]:
-    """Run `config` on the engine thread and wait for it; every event goes to the feed,
-    `cancel` is read once per batch."""
+def run_engine(config: RunConfig, feed: RunFeed, cancel: threading.Event) -> Summary:
+    """Run `config` on the engine thread and wait for it; every event goes to the feed (a sink
+    of the runner), `cancel` and the run folder's cancel marker are read once per batch."""
     return _ENGINE_THREAD.submit(_run, config, feed, cancel).result()
 
 
-def _run(config: RunConfig, feed: RunFeed, cancel: threading.Event) -> dict[str, Any]:
-    from bsnn.run import run
+def _run(config: RunConfig, feed: RunFeed, cancel: threading.Event) -> Summary:
+    from bsnn.pipeline.runner import run
 
     return run(config, emit=feed.append, cancel=cancel.is_set)
 
@@ -71,13 +72,13 @@ def run_detached(config: RunConfig, feed: RunFeed, cancel: threading.Event,
     file: it stops at its next batch boundary); `stop()` ends only the following, never the run.
     """
     from bsnn.detach import start_detached
-    from bsnn.rundir import new_run_id, request_cancel
+    from bsnn.runfolder import RunFolder, new_run_id, run_dir_for
 
     if stop():  # the dashboard quit before the run started: start nothing
         return
     config = replace(config, run_id=config.run_id or new_run_id())
     feed.detached = True
-    feed.run_dir = Path(config.job_dir).absolute() / str(config.run_id)  # known before it starts
+    feed.run_dir = run_dir_for(Path(config.job_dir).absolute(), str(config.run_id))
     run_dir = start_detached(config, wait_for=None)
     engine = EngineWatch(feed)
     asked = False
@@ -85,7 +86,7 @@ def run_detached(config: RunConfig, feed: RunFeed, cancel: threading.Event,
     def done() -> bool:
         nonlocal asked
         if cancel.is_set() and not asked:
-            request_cancel(run_dir)
+            RunFolder(run_dir).request_cancel()
             asked = True
         return stop() or engine.gone()
 
@@ -104,7 +105,7 @@ class EngineWatch:
     def gone(self) -> bool:
         """True once the engine was found dead twice with a read of the log in between, so its
         last lines, written just before it died, are not lost."""
-        from bsnn.report import pid_alive
+        from bsnn.summary import pid_alive
 
         if self.started is None:
             self.started = next((e for e in self.feed.events() if isinstance(e, Started)), None)

@@ -9,9 +9,9 @@ mkdir -p "$OUT"
 
 # digits: the bundled models, all images of the val split
 bsnn sweep --model bundled:digits-fp bundled:digits-binary --percentile 99.7 99.9 99.99 \
-    --variant paper v0-half channel reset-zero readout-2 --time 128 --job-dir "$OUT/digits-128"
+    --variant one-step v0-half channel reset-zero readout-2 --time 128 --job-dir "$OUT/digits-128"
 bsnn sweep --model bundled:digits-fp bundled:digits-binary --percentile 99.7 \
-    --variant paper bias-cal potential-cal best --time 16 --job-dir "$OUT/digits-16"
+    --variant one-step bias-cal potential-cal best --time 16 --job-dir "$OUT/digits-16"
 
 # CIFAR-10 (../shared/data/cifar10-2k: 18,000 train, 1,000 val, 1,000 test): a small FP and a
 # binary VGG with the CPU presets
@@ -29,9 +29,9 @@ sweep() {  # SPLIT T ARGS...: the two CIFAR models on the first 1,000 images of 
 }
 BEST_CHANNEL="best-channel:v0=half,snn_calibration=bias,threshold_granularity=channel"
 # val (dev): where the variants and percentiles this page recommends are chosen
-sweep dev 32 --percentile 99.7 --variant paper bias-cal best
+sweep dev 32 --percentile 99.7 --variant one-step bias-cal best
 sweep dev 16 --percentile 99.9 99.99 --variant best potential-cal "$BEST_CHANNEL"
 # test: every figure the page reports
-sweep test 32 --percentile 99.7 --variant paper bias-cal best
+sweep test 32 --percentile 99.7 --variant one-step bias-cal best
 sweep test 16 --percentile 99.9 99.99 --variant best potential-cal "$BEST_CHANNEL"
-sweep test 128 --percentile 99.7 --variant paper v0-half channel
+sweep test 128 --percentile 99.7 --variant one-step v0-half channel

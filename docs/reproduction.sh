@@ -68,12 +68,12 @@ print(max(rows, key=lambda r: float(r["acc@16"]))["percentile"])
 PY
 }
 
-# The test split: the paper's method to T=256 (p99.7 and p99.9 for the FP and the fine-tuned
+# The test split: the original's conversion, same-step, to T=256 (p99.7 and p99.9 for the FP and the fine-tuned
 # binary model, p99.7 for the binary one from scratch), `best` at the chosen percentile to T=64.
 evaluate() {
   bsnn sweep --model "$OUT/fp-long.pt" "$OUT/binary-ft.pt" --percentile 99.7 99.9 \
-      --variant paper --time 256 --data "$OUT/data/test" --job-dir "$OUT/test-paper" "${SIM[@]}"
-  bsnn sweep --model "$OUT/binary-scratch.pt" --percentile 99.7 --variant paper --time 256 \
+      --variant one-step --time 256 --data "$OUT/data/test" --job-dir "$OUT/test-paper" "${SIM[@]}"
+  bsnn sweep --model "$OUT/binary-scratch.pt" --percentile 99.7 --variant one-step --time 256 \
       --data "$OUT/data/test" --job-dir "$OUT/test-paper" "${SIM[@]}"
   for model in "${MODELS[@]}"; do
     bsnn sweep --model "$model" --percentile "$(chosen_percentile "$(basename "$model" .pt)")" \
@@ -82,12 +82,12 @@ evaluate() {
 }
 
 # The pooling ablation at half the width: avg-before-ReLU, ReLU-then-avg and max-pool, the FP
-# recipe, the paper's method on the test split to T=128.
+# recipe, the original's conversion, same-step, on the test split to T=128.
 pool() {
   for arch in vgg15ab vgg15avg vgg15max; do
     train_one "pool-$arch" "${DATA[@]}" --arch "$arch" --width "$POOL_WIDTH" "${FP[@]}"
   done
-  bsnn sweep --model "$OUT"/pool-vgg15{ab,avg,max}.pt --percentile 99.7 --variant paper \
+  bsnn sweep --model "$OUT"/pool-vgg15{ab,avg,max}.pt --percentile 99.7 --variant one-step \
       --time 128 --data "$OUT/data/test" --job-dir "$OUT/test-pooling" "${SIM[@]}"
 }
 

@@ -47,10 +47,10 @@ def main() -> None:
     snn = bsnn.convert(net, x_train, norm=256, device="cpu")  # calibration: a tensor of images
     test = DataLoader(TensorDataset(x_test, y_test), batch_size=100)
     result = bsnn.simulate(snn, test, time=32, device="cpu")
-    print(f"ann_accuracy={result['ann_accuracy']:.4f} images={result['images']}")
+    print(f"ann_accuracy={result.ann_accuracy:.4f} images={result.images}")
     for t in (4, 8, 16, 32):
-        print(f"accuracy_t{t}={result['accuracy_per_step'][t - 1]:.4f}")
-    print(f"final_accuracy={result['final_accuracy']:.4f}")
+        print(f"accuracy_t{t}={result.accuracy_per_step[t - 1]:.4f}")
+    print(f"final_accuracy={result.final_accuracy:.4f}")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,14 @@ from bsnn.events import (
     Event,
     Finished,
     Phase,
+    Resolved,
     RunWarning,
     Started,
     Thresholds,
-    read_events,
 )
-from bsnn.rundir import list_runs
+from bsnn.jobdir import list_runs
+from bsnn.runlog import read_events
+from bsnn.summary import Summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVERT = {"norm": 32, "batch_size": 32, "device": "cpu"}
@@ -61,33 +63,24 @@ def api_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], l
     return result, events, cwd
 
 
-def test_the_result_is_a_cli_runs_summary(api_run: tuple[dict[str, Any], list[Event], Path],
-                                          tmp_path: Path) -> None:
+def test_the_result_is_typed_and_reads_as_summary_json(
+        api_run: tuple[Summary, list[Event], Path]) -> None:
+    """Attributes for code, keys for notebooks: `result["layers"][0]["threshold"]` is what
+    summary.json holds there. (That every face's figures agree: tests/test_runner.py.)"""
     result, _, _ = api_run
-    args = ["convert", "--model", "bundled:digits-fp", "--time", "16", "--eval_size", "64",
-            "--batch-size", "32", "--norm", "32", "--device", "cpu", "--quiet",
-            "--job-dir", str(tmp_path)]
-    assert main(args) == 0
-    (summary_file,) = tmp_path.glob("*/summary.json")
-    summary = json.loads(summary_file.read_text())
-    assert set(result) == set(summary)
-    assert figures(result) == figures(summary)  # thresholds and firing rates too, exactly
-    assert result["final_accuracy"] > 0.9 and len(result["accuracy_per_step"]) == 16
-    assert [layer["threshold"] for layer in result["layers"][:-1]] == [
-        pytest.approx(layer["threshold"]) for layer in summary["layers"][:-1]]
+    assert result.final_accuracy == result["final_accuracy"] > 0.9
+    assert len(result.accuracy_per_step) == 16
+    assert result["layers"] == [layer.to_dict() for layer in result.layers]
+    assert result.layers[0].threshold == result["layers"][0]["threshold"]
+    assert json.loads(json.dumps(result.to_dict())) == dict(result)
 
 
-def test_snn_calibration_as_in_a_cli_run(tiny_model: Path, tmp_path: Path) -> None:
-    """Applied by simulate as the CLI applies it, to a copy: the network stays as converted."""
-    assert main(["convert", "--model", str(tiny_model), "--time", "16", "--eval_size", "64",
-                 "--batch-size", "32", "--norm", "32", "--device", "cpu", "--quiet",
-                 "--snn-calibration", "bias", "--snn-calibration-size", "48",
-                 "--job-dir", str(tmp_path)]) == 0
-    (summary_file,) = tmp_path.glob("*/summary.json")
+def test_snn_calibration_is_applied_to_a_copy(tiny_model: Path) -> None:
+    """Applied by the runner's stage at each simulate, to a copy: the network stays as
+    converted, and a second simulate gives the same figures."""
     snn = bsnn.convert(tiny_model, "digits", snn_calibration="bias", snn_calibration_size=48,
                        **CONVERT)
     result = bsnn.simulate(snn, "digits", **SIMULATE)
-    assert figures(result) == figures(json.loads(summary_file.read_text()))
     assert all(layer["calibration_error"] is not None for layer in result["layers"][:-1])
     again = bsnn.simulate(snn, "digits", **SIMULATE)
     assert figures(again) == figures(result)
@@ -107,7 +100,10 @@ def test_the_callback_gets_the_typed_events_in_order(
         api_run: tuple[dict[str, Any], list[Event], Path]) -> None:
     _, events, _ = api_run
     kinds = [type(e) for e in events]
-    assert kinds == [Started, Thresholds, Phase, BatchDone, BatchDone, Finished]
+    assert kinds == [Started, Phase, Resolved, Phase, Thresholds, Phase, BatchDone, BatchDone,
+                     Finished]
+    assert [e.name for e in events if isinstance(e, Phase)] == [
+        "load_data", "threshold_calibration", "simulate"]
     assert [e.seq for e in events] == list(range(len(events)))
     assert [e.images for e in events if isinstance(e, BatchDone)] == [32, 64]
     assert events[0].config["dataset"] == "digits" and events[0].config["time"] == 16
@@ -177,8 +173,8 @@ def test_a_job_dir_gets_a_run_folder_the_cli_reads(tiny_model: Path, tmp_path: P
     snn = bsnn.convert(tiny_model, "digits", **CONVERT)
     result = bsnn.simulate(snn, "digits", job_dir=tmp_path, run_id="api-run", **SIMULATE)
     (run,) = list_runs(tmp_path)
-    assert (run["run_id"], run["status"]) == ("api-run", "finished")
-    assert figures(run) == figures(result)
+    assert (run.run_id, run.summary.status) == ("api-run", "finished")
+    assert figures(run.summary) == figures(result)
     saved = json.loads((tmp_path / "api-run" / "summary.json").read_text())
     assert figures(saved) == figures(result)
     assert [e.type for e in read_events(tmp_path / "api-run")][-1] == "finished"
@@ -192,7 +188,7 @@ def test_too_large_an_eval_size_warns_as_the_cli_does(tiny_model: Path) -> None:
                            eval_size=10, device="cpu", on_event=events.append)
     assert result["warnings"] == ["eval size 10 is larger than the 3 images of the data; "
                                   "using all of them"]
-    assert result["images"] == 3 and isinstance(events[1], RunWarning)
+    assert result["images"] == 3 and isinstance(events[3], RunWarning)  # after the resolved
 
 
 def test_a_cancel_ends_the_run_as_cancelled(tiny_model: Path) -> None:
@@ -229,7 +225,7 @@ def test_the_quickstart_example() -> None:
     out = merged(lines)
     assert out["final_accuracy"] == out["accuracy_t32"] >= 0.95
     assert out["ann_accuracy"] >= 0.95 and out["images"] == 300
-    assert out["accuracy_t32"] >= out["accuracy_t8"] > out["accuracy_t1"]
+    assert out["accuracy_t32"] >= out["accuracy_t16"] > out["accuracy_t1"]
     layers = [line for line in lines if "layer" in line]
     assert [line["layer"] for line in layers] == ["conv1_1", "conv1_2", "conv2_1", "conv2_2",
                                                   "fc1"]

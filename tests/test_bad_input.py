@@ -16,14 +16,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-import bsnn.events
-import bsnn.run
+import bsnn.pipeline.sources
+import bsnn.runlog
 from bsnn.checkpoint import ModelMeta, save_checkpoint
 from bsnn.cli import main
 from bsnn.conversion import convert
 from bsnn.errors import ConversionError
-from bsnn.events import read_events
 from bsnn.models import build_model
+from bsnn.runlog import read_events
 from bsnn.snn.engine import Engine
 
 
@@ -246,7 +246,7 @@ def test_full_disk_while_writing_events(tiny_model: Path, tmp_path: Path,
         file = open(path, mode, *args, **kwargs)  # noqa: SIM115
         return _FullDisk(file) if "a" in mode else file
 
-    monkeypatch.setattr(bsnn.events, "open", open_full, raising=False)
+    monkeypatch.setattr(bsnn.runlog, "open", open_full, raising=False)
     fails(capsys, convert_args(tiny_model, tmp_path), "events.jsonl", "No space left",
           "free disk space")
     monkeypatch.undo()
@@ -277,8 +277,8 @@ def test_unsupported_layer_through_the_cli(tiny_model: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     meta = ModelMeta("custom", "digits", 10, (1, 8, 8))
-    # where the run loop looks it up: bsnn.run imports load_model by name
-    monkeypatch.setattr(bsnn.run, "load_model", lambda *a, **k: (_maxpool_net(), meta))
+    # where the run loop looks it up: bsnn.pipeline.sources imports load_model by name
+    monkeypatch.setattr(bsnn.pipeline.sources, "load_model", lambda *a, **k: (_maxpool_net(), meta))
     fails(capsys, convert_args(tiny_model, tmp_path), "unsupported layer features.2",
           "MaxPool2d", "AvgPool2d")
 
@@ -292,3 +292,62 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "\nfix: " in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+# --- the Python API: data that cannot fit the network (before a run starts) -----------------
+
+@pytest.fixture(scope="module")
+def tiny_snn(tiny_model: Path) -> Any:
+    import bsnn
+
+    return bsnn.convert(tiny_model, torch.rand(32, 1, 8, 8), norm=16, device="cpu")
+
+
+@pytest.mark.parametrize(("images", "labels", "words"), [
+    (torch.rand(3, 3, 32, 32), torch.zeros(3), "evaluation images are 3x32x32, the network "
+     "takes 1x8x8"),
+    (torch.rand(3, 8, 8), torch.zeros(3), "images.unsqueeze(1)"),
+    (torch.rand(3, 1, 8, 8), torch.zeros(2), "2 labels for 3 images"),
+])
+def test_simulate_refuses_data_that_does_not_fit(tiny_snn: Any, tmp_path: Path,
+                                                 images: torch.Tensor, labels: torch.Tensor,
+                                                 words: str) -> None:
+    import bsnn
+    from bsnn.errors import DataError
+
+    with pytest.raises(DataError) as err:
+        bsnn.simulate(tiny_snn, (images, labels), time=4, job_dir=tmp_path / "job")
+    assert words in str(err.value) and err.value.fix
+    assert "--" not in str(err.value)  # Python terms, not flags
+    assert not (tmp_path / "job").exists()  # refused before the run started
+
+
+def test_convert_refuses_calibration_images_that_do_not_fit(tiny_model: Path) -> None:
+    import bsnn
+    from bsnn.errors import DataError
+
+    with pytest.raises(DataError, match="calibration images are 3x32x32, the network takes "
+                       "1x8x8"):
+        bsnn.convert(tiny_model, torch.rand(8, 3, 32, 32), norm=8, device="cpu")
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10))
+    with pytest.raises(DataError, match="cannot take calibration images of 3x32x32"):
+        bsnn.convert(plain, torch.rand(8, 3, 32, 32), norm=8, device="cpu")
+
+
+@pytest.mark.parametrize("with_tqdm", [True, False])
+def test_progress_shows_the_run_beside_on_event(tiny_snn: Any, with_tqdm: bool,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import bsnn
+
+    if not with_tqdm:
+        monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import fails: plain lines
+    seen: list[str] = []
+    data = (torch.rand(24, 1, 8, 8), torch.zeros(24))
+    bsnn.simulate(tiny_snn, data, time=4, batch_size=8, progress=True,
+                  on_event=lambda e: seen.append(e.type))
+    err = capsys.readouterr().err
+    assert seen[0] == "started" and seen[-1] == "finished"  # the caller's sink still gets all
+    assert "simulate: 24 images x 4 steps" in err and "finished: 24 images" in err
+    assert ("img" in err) == with_tqdm  # tqdm's bar, or the plain batch lines
+    assert (": 24 of 24 images (SNN" in err) != with_tqdm

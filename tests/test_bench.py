@@ -13,6 +13,7 @@ import torch
 
 from bsnn.bench import PeakMemory, has_spikingjelly, timed_in_turns
 from bsnn.cli import main
+from bsnn.snn.int8 import int8_unavailable
 
 
 def test_peak_memory_sees_a_known_allocation() -> None:
@@ -35,7 +36,7 @@ def test_bench_engine_quick_writes_every_figure(tmp_path: Path) -> None:
     batch 8 and T=16), the ratios are those of the rates they come from, and the engine and
     bindsnet agree spike for spike."""
     out = tmp_path / "bench.json"
-    assert main(["bench", "engine", "--quick", "--json", str(out)]) == 0
+    assert main(["bench", "engine", "--quick", "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
     cpu = {k: v for k, v in figures.items() if k != "devices"}
     assert set(cpu) == {"device", "arch", "binary", "width", "batch", "time_steps", "times_s",
@@ -71,9 +72,42 @@ def test_bench_engine_with_spikingjelly(tmp_path: Path) -> None:
     """SpikingJelly is timed in turns with the engine on the same network, batch and T."""
     out = tmp_path / "bench.json"
     assert main(["bench", "engine", "--quick", "--no-bindsnet", "--spikingjelly",
-                 "--device", "cpu", "--json", str(out)]) == 0
+                 "--device", "cpu", "--out", str(out)]) == 0
     cpu = json.loads(out.read_text())
     assert set(cpu["times_s"]) == {"engine", "dense", "spikingjelly"}
     assert cpu["engine_over_spikingjelly_speed"] == pytest.approx(
         cpu["engine_img_steps_per_s"] / cpu["spikingjelly_img_steps_per_s"], rel=1e-9)
     assert len(cpu["devices"]) == 1
+
+
+def test_bench_engine_precisions_agree(tmp_path: Path) -> None:
+    """--precisions adds an engine per precision, timed in turns; their counts are compared."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "engine", "--quick", "--no-bindsnet", "--binary", "--device", "cpu",
+                 "--precisions", "fp32,fp16", "--out", str(out)]) == 0
+    cpu = json.loads(out.read_text())
+    assert set(cpu["times_s"]) == {"engine", "engine_fp32", "engine_fp16", "dense"}
+    assert cpu["counts_identical"] is True
+    assert cpu["engine_fp16_arithmetic"][1] == "fp16-exact"
+    assert cpu["engine_fp32_over_dense_time"] == pytest.approx(
+        cpu["dense_img_steps_per_s"] / cpu["engine_fp32_img_steps_per_s"], rel=1e-9)
+
+
+def test_bench_suite_quick(tmp_path: Path) -> None:
+    """--suite: binary and full-precision vgg15ab, each a column of figures; int8 where the
+    machine has it, with its counts equal to float32's."""
+    out = tmp_path / "suite.json"
+    assert main(["bench", "engine", "--suite", "--quick", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert {"cpu", "int8_unit", "torch", "threads"} <= set(figures["machine"])
+    rows = figures["devices"]["cpu"]
+    assert [(r["binary"], r["arch"]) for r in rows] == [(True, "vgg15ab"), (False, "vgg15ab")]
+    binary, full = rows
+    assert "engine_int8_img_steps_per_s" not in full
+    if int8_unavailable(torch.device("cpu")) is None:
+        assert binary["counts_identical"] is True
+        assert binary["engine_int8_arithmetic"][1] == "int8-exact"
+        assert binary["int8_weights_mb"] > 0
+    for row in rows:
+        assert row["ann_peak_mb"] > 0 and row["engine_fp32_peak_mb"] > 0

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from bsnn.cli import main
-from bsnn.events import read_events
-from bsnn.report import EXPORT_FILES
-from bsnn.rundir import RESULTS_HEADER
+from bsnn.exports import EXPORT_FILES
+from bsnn.jobdir import RESULTS_HEADER
+from bsnn.runlog import read_events
 from bsnn.snn.engine import Engine
 
 

@@ -16,9 +16,11 @@ from bsnn.cli import main
 from bsnn.config import RunConfig
 from bsnn.detach import ENGINE_LOG, start_detached, wait_until_done
 from bsnn.errors import CheckpointError
-from bsnn.events import BatchDone, Cancelled, Started, read_events
-from bsnn.report import EXPORT_FILES, summarize
-from bsnn.rundir import CANCEL_FILE, cancel_requested, request_cancel, run_status
+from bsnn.events import BatchDone, Cancelled, Started
+from bsnn.exports import EXPORT_FILES
+from bsnn.runfolder import CANCEL_FILE, RunFolder
+from bsnn.runlog import read_events
+from bsnn.summary import summarize
 
 DIGITS_VAL = 360  # images in the digits evaluation split
 
@@ -52,7 +54,7 @@ def test_sighup_does_not_stop_a_detached_run(tiny_model: Path, tmp_path: Path) -
     assert pid != os.getpid()
     assert os.getsid(pid) == pid != os.getsid(0)  # a session of its own: no controlling tty
     wait_for(lambda: batches_done(run_dir) >= 1)
-    assert run_status(run_dir) == "running"
+    assert RunFolder.open(run_dir).status() == "running"
     os.killpg(pid, signal.SIGHUP)  # what a closing terminal sends
     assert wait_until_done(run_dir, timeout_s=120) == "finished"
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -70,7 +72,7 @@ def killed_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     run_dir = start_detached(config(tiny_model, job, time=1024, eval_size=-1))
     wait_for(lambda: batches_done(run_dir) >= 1)
     os.killpg(engine_pid(run_dir), signal.SIGKILL)
-    wait_for(lambda: run_status(run_dir) == "interrupted", timeout_s=30)
+    wait_for(lambda: RunFolder.open(run_dir).status() == "interrupted", timeout_s=30)
     return run_dir
 
 
@@ -158,9 +160,9 @@ def test_detached_bad_input_fails_before_returning(tmp_path: Path) -> None:
 
 
 def test_cancel_marker(tmp_path: Path) -> None:
-    assert not cancel_requested(tmp_path)
-    request_cancel(tmp_path)
-    assert cancel_requested(tmp_path)
+    assert not RunFolder(tmp_path).cancel_requested()
+    RunFolder(tmp_path).request_cancel()
+    assert RunFolder(tmp_path).cancel_requested()
     assert [p.name for p in tmp_path.iterdir()] == [CANCEL_FILE]  # no temp file left
 
 
@@ -170,5 +172,5 @@ def _no_stray_engines(tmp_path: Path) -> Iterator[None]:
     yield
     for log in tmp_path.glob("**/events.jsonl"):
         started = [e for e in read_events(log) if isinstance(e, Started)]
-        if started and started[0].pid and run_status(log.parent) == "running":
+        if started and started[0].pid and RunFolder.open(log.parent).status() == "running":
             os.killpg(started[0].pid, signal.SIGKILL)

@@ -20,8 +20,9 @@ import torch
 from bsnn.cli import main
 from bsnn.conversion import convert
 from bsnn.detach import wait_until_done
-from bsnn.events import Phase, Progress, Started, read_events
+from bsnn.events import Phase, Progress, Started
 from bsnn.models import build_model
+from bsnn.runlog import read_events
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--time", "4", "--eval_size", "32", "--batch-size", "16", "--norm", "32",
@@ -127,7 +128,7 @@ def test_threshold_calibration_reports_each_pass(
 def test_a_run_emits_a_few_progress_events_not_one_per_image(tiny_model: Path,
                                                              tmp_path: Path) -> None:
     from bsnn.config import RunConfig
-    from bsnn.run import run
+    from bsnn.pipeline.runner import run
 
     run(RunConfig(model=str(tiny_model), time=2, eval_size=16, batch_size=8, norm=64,
                   n_workers=0, device="cpu", job_dir=str(tmp_path), run_id="p"))

@@ -23,8 +23,9 @@ import torch.multiprocessing as mp
 
 from bsnn.config import RunConfig
 from bsnn.distributed import RankFailed, rounds, shard_batches
-from bsnn.events import BatchDone, Failed, Finished, read_events
-from bsnn.run import run
+from bsnn.events import BatchDone, Failed, Finished
+from bsnn.pipeline.runner import run
+from bsnn.runlog import read_events
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "bundled:digits-fp"
@@ -106,8 +107,9 @@ def test_torchrun_convert_equals_one_process(tmp_path: Path, one_thread: None) -
     assert summary["distributed"] == {"world_size": 2, "backend": "gloo",
                                       "images_per_rank": [64, 36]}
     assert "x 2 processes (gloo)" in (job / "two" / "summary.md").read_text()
+    from bsnn.summary import Summary
     from bsnn_tui.widgets.progress import throughput_line
-    assert "ranks 64 + 36" in throughput_line(summary)
+    assert "ranks 64 + 36" in throughput_line(Summary.from_dict(summary))
 
 
 # ---- a 2-process group spawned here, running several cases --------------------------------

@@ -363,9 +363,16 @@ def test_every_choice_is_accepted_and_simulated(name: str, allowed: tuple[str, .
 
 
 def test_edge_values_are_accepted() -> None:
-    SimOptions(1)
-    SimOptions(sim_options.MAX_TIME, readout_delay=sim_options.MAX_TIME - 1, time_chunk=1)
-    SimOptions(T, readout_delay=0, time_chunk=None, seed=-5)
+    """The extremes of each range are kept as given, and one step beyond each is refused."""
+    top = sim_options.MAX_TIME
+    assert SimOptions(1).time == 1
+    edge = SimOptions(top, readout_delay=top - 1, time_chunk=1)
+    assert (edge.time, edge.readout_delay, edge.time_chunk) == (top, top - 1, 1)
+    assert SimOptions(T, readout_delay=0, time_chunk=None, seed=-5).seed == -5
+    for beyond in ({"time": 0}, {"time": top + 1}, {"time": top, "readout_delay": top},
+                   {"time": 1, "time_chunk": 0}):
+        with pytest.raises(ConfigError):
+            SimOptions(**beyond)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------

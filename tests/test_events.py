@@ -1,5 +1,5 @@
 """The typed event stream: every type written and read back as itself, described in words, and
-kept small by consumers; run folders, ids and the cancel marker of bsnn.rundir."""
+kept small by consumers; run folders, ids and the cancel marker of bsnn.runfolder."""
 
 from __future__ import annotations
 
@@ -7,18 +7,15 @@ import json
 import threading
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bsnn.errors import RunStorageError
 from bsnn.events import (
     EVENT_TYPES,
-    EVENTS_FILE,
     BatchDone,
     Cancelled,
     Event,
-    EventLog,
     Failed,
     Finished,
     Phase,
@@ -30,19 +27,12 @@ from bsnn.events import (
     Thresholds,
     describe,
     event_from_dict,
-    follow,
     keep,
-    read_events,
 )
-from bsnn.report import summarize
-from bsnn.rundir import (
-    CANCEL_FILE,
-    cancel_requested,
-    list_runs,
-    new_run_dir,
-    request_cancel,
-    run_status,
-)
+from bsnn.jobdir import list_runs
+from bsnn.runfolder import CANCEL_FILE, RunFolder
+from bsnn.runlog import EVENTS_FILE, EventLog, follow, read_events
+from bsnn.summary import summarize
 
 
 def batch(images: int, batch_index: int = 0) -> BatchDone:
@@ -155,48 +145,47 @@ def test_follow_yields_typed_events_until_the_terminal_one(tmp_path: Path) -> No
 
 def test_run_dirs_are_unique_and_a_given_id_is_never_reused(tmp_path: Path) -> None:
     made: list[Path] = []
-    threads = [threading.Thread(target=lambda: made.append(new_run_dir(tmp_path)))
+    threads = [threading.Thread(target=lambda: made.append(RunFolder.create(tmp_path).path))
                for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len({p.name for p in made}) == 8 and all(p.is_dir() for p in made)
-    new_run_dir(tmp_path, "fixed")
+    RunFolder.create(tmp_path, "fixed")
     with pytest.raises(RunStorageError, match="run fixed already exists"):
-        new_run_dir(tmp_path, "fixed")
+        RunFolder.create(tmp_path, "fixed")
 
 
 def test_cancel_marker_and_status(tmp_path: Path) -> None:
     run_dir = tmp_path / "r1"
     with pytest.raises(RunStorageError, match="is not a run folder"):
-        run_status(run_dir)
+        RunFolder.open(run_dir).status()
     log = EventLog(run_dir / EVENTS_FILE)
     log(ONE_OF_EACH[0])
-    assert run_status(run_dir) == "interrupted"  # pid 1 on host "h": not this machine's writer
-    assert not cancel_requested(run_dir)
-    request_cancel(run_dir)
-    assert cancel_requested(run_dir)
+    # pid 1 on host "h": not this machine's writer
+    assert RunFolder.open(run_dir).status() == "interrupted"
+    assert not RunFolder(run_dir).cancel_requested()
+    RunFolder(run_dir).request_cancel()
+    assert RunFolder(run_dir).cancel_requested()
     assert sorted(p.name for p in run_dir.iterdir()) == [CANCEL_FILE, EVENTS_FILE]
     log(Cancelled(images=0))
     log.close()
-    assert run_status(run_dir) == "cancelled"
-    runs: list[dict[str, Any]] = list_runs(tmp_path)
-    assert [(r["run_id"], r["status"]) for r in runs] == [("r1", "cancelled")]
+    assert RunFolder.open(run_dir).status() == "cancelled"
+    runs = list_runs(tmp_path)
+    assert [(r.run_id, r.summary.status) for r in runs] == [("r1", "cancelled")]
 
 
 def _ended_run(run_dir: Path) -> Path:
     """A run folder as `bsnn convert` leaves it: its summary.json (written for the terminal
     event, just before that event is logged), then the event."""
-    from bsnn.report import write_exports
-
     events = [*ONE_OF_EACH[:-3], Finished(images=8, wall_time_s=1.0, final_accuracy=1.0)]
     events[0] = Started(run_id=run_dir.name, run_dir=str(run_dir), config={"time": 2},
                         device="cpu", pid=1, host="h")
     log = EventLog(run_dir / EVENTS_FILE)
     for event in events[:-1]:
         log(event)
-    write_exports(run_dir, read_events(run_dir) + events[-1:])
+    RunFolder(run_dir).write_exports(read_events(run_dir) + events[-1:])
     log(events[-1])
     log.close()
     return run_dir
@@ -206,13 +195,15 @@ def test_listing_reads_the_summary_an_ended_run_wrote_and_the_log_otherwise(
         tmp_path: Path) -> None:
     run_dir = _ended_run(tmp_path / "r1")
     (listed,) = list_runs(tmp_path)
-    assert listed["status"] == "finished"
-    fresh = summarize(read_events(run_dir)) | {"run_dir": str(run_dir)}
-    assert json.dumps(listed, sort_keys=True) == json.dumps(fresh, sort_keys=True)
+    assert listed.summary.status == "finished" and listed.run_dir == run_dir
+    fresh = summarize(read_events(run_dir))
+    assert listed.summary == fresh
+    assert json.dumps(listed.summary.to_dict(), sort_keys=True) == json.dumps(
+        fresh.to_dict(), sort_keys=True)
 
     saved = json.loads((run_dir / "summary.json").read_text())
     (run_dir / "summary.json").write_text(json.dumps(saved | {"images": 12345}))
-    assert list_runs(tmp_path)[0]["images"] == 12345  # read from summary.json, not the log
+    assert list_runs(tmp_path)[0].summary.images == 12345  # read from summary.json, not the log
 
     stale = {
         "a summary of another status": saved | {"status": "cancelled", "images": 12345},
@@ -222,20 +213,22 @@ def test_listing_reads_the_summary_an_ended_run_wrote_and_the_log_otherwise(
     for what, text in stale.items():
         (run_dir / "summary.json").write_text(text if isinstance(text, str)
                                               else json.dumps(text))
-        assert list_runs(tmp_path)[0]["images"] == fresh["images"], what
+        assert list_runs(tmp_path)[0].summary.images == fresh.images, what
 
     (run_dir / "summary.json").write_text(json.dumps(saved | {"images": 12345}))
     with open(run_dir / EVENTS_FILE, "a") as f:  # the log goes on past the summary's end
         f.write(json.dumps(batch(9).to_dict()) + "\n")
-    assert list_runs(tmp_path)[0]["images"] == 9
+    assert list_runs(tmp_path)[0].summary.images == 9
     (run_dir / EVENTS_FILE).write_text("")
-    assert list_runs(tmp_path)[0]["status"] == "interrupted"
+    assert list_runs(tmp_path)[0].summary.status == "interrupted"
 
 
 def test_summary_says_whether_the_weights_are_binary() -> None:
-    from bsnn.report import summary_markdown, weights_in_words
+    from bsnn.exports import summary_markdown
+    from bsnn.records import weights_in_words
+    from bsnn.summary import Summary
 
-    def summary(binary: list[bool]) -> dict[str, Any]:
+    def summary(binary: list[bool]) -> Summary:
         layers = [{"name": f"l{i}", "neurons": 4, "binary": b} for i, b in enumerate(binary)]
         started = Started(run_id="r", run_dir="/r", config={"binary_weights": "sign"},
                           device="cpu")

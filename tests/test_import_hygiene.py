@@ -3,8 +3,9 @@ lazy ones inside functions included, relative ones resolved.
 
 - bsnn never imports textual; rich only in bsnn.cli (the dashboard, bsnn_tui, may use both);
 - bsnn.snn imports nothing of bsnn but bsnn.errors (and itself);
-- bsnn_tui never imports bsnn.cli, bsnn.snn or bsnn.conversion (it goes through bsnn.run & co.);
-- bsnn.conversion never imports bsnn.run;
+- bsnn_tui never imports bsnn.cli, bsnn.snn or bsnn.conversion (it goes through
+  bsnn.pipeline & co.);
+- bsnn.conversion never imports bsnn.pipeline;
 - bsnn.options and bsnn.config import neither torch, textual nor rich,
 and, in a fresh interpreter, importing bsnn.config, bsnn.options or bsnn.snn.options loads none
 of torch, textual and rich (the dashboard checks a config before torch has loaded).
@@ -24,7 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bsnn", "bsnn_tui")
 LIGHT = ("bsnn.config", "bsnn.options", "bsnn.snn.options", "bsnn.recipes", "bsnn.energy",
-         "bsnn.diagnostics", "bsnn.report")  # must not load torch & co.
+         "bsnn.diagnostics", "bsnn.summary", "bsnn.records", "bsnn.exports", "bsnn.events",
+         "bsnn.runlog", "bsnn.runfolder", "bsnn.jobdir", "bsnn.pipeline")  # no torch & co.
 HEAVY = ("torch", "textual", "rich")
 
 
@@ -109,7 +111,7 @@ RULES = [
     Rule("bsnn-tui-not-cli-snn-conversion", lambda m: within(m, "bsnn_tui"),
          lambda n: within(n, "bsnn.cli", "bsnn.snn", "bsnn.conversion")),
     Rule("bsnn-conversion-not-run", lambda m: within(m, "bsnn.conversion"),
-         lambda n: within(n, "bsnn.run")),
+         lambda n: within(n, "bsnn.pipeline")),
     Rule("options-and-config-stay-light", lambda m: m in ("bsnn.options", "bsnn.config"),
          lambda n: within(n, *HEAVY)),
 ]
@@ -142,9 +144,10 @@ def test_the_walk_sees_the_project(found: list[Import]) -> None:
 
 
 SYNTHETIC = {
-    "bsnn-never-imports-textual": ("bsnn.run", "def f():\n    from textual.app import App\n",
+    "bsnn-never-imports-textual": ("bsnn.pipeline.runner",
+                                   "def f():\n    from textual.app import App\n",
                                    2, "textual.app.App"),
-    "rich-only-in-bsnn-cli": ("bsnn.report", "import os\nimport rich.table\n", 2, "rich.table"),
+    "rich-only-in-bsnn-cli": ("bsnn.exports", "import os\nimport rich.table\n", 2, "rich.table"),
     "bsnn-snn-imports-only-errors": ("bsnn.snn.engine",
                                      "from bsnn.errors import ConfigError\n"
                                      "from . import network\n"
@@ -153,8 +156,9 @@ SYNTHETIC = {
     "bsnn-tui-not-cli-snn-conversion": ("bsnn_tui.app",
                                         "def f():\n    import bsnn.cli.progress\n",
                                         2, "bsnn.cli.progress"),
-    "bsnn-conversion-not-run": ("bsnn.conversion.correction", "from bsnn import run\n", 1,
-                                "bsnn.run"),
+    "bsnn-conversion-not-run": ("bsnn.conversion.correction",
+                                "from bsnn.pipeline import runner\n", 1,
+                                "bsnn.pipeline.runner"),
     "options-and-config-stay-light": ("bsnn.config",
                                       "import importlib\nimportlib.import_module('torch')\n",
                                       2, "torch"),

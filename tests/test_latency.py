@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-import bsnn.run
+import bsnn.pipeline.sources
 from bsnn.checkpoint import load_model
 from bsnn.cli import main
 from bsnn.config import RunConfig
@@ -20,12 +20,13 @@ from bsnn.conversion import convert
 from bsnn.conversion.correction import correct_errors
 from bsnn.data import calibration_subset, load_split
 from bsnn.errors import ConfigError
-from bsnn.run import run
-from bsnn.rundir import list_runs
+from bsnn.jobdir import list_runs
+from bsnn.pipeline.runner import run
 from bsnn.snn.engine import Engine
 from bsnn.snn.network import SpikingLayer, SpikingNetwork
 from bsnn.snn.options import SimOptions
 from bsnn.sweep import grid, parse_variant, sweep
+from bsnn.sweep_record import SweepRecord
 
 
 def _run(tmp_path: Path, **kw: Any) -> dict[str, Any]:
@@ -124,9 +125,9 @@ def test_calibration_images_are_drawn_apart_from_the_threshold_images(
         drawn.append((n, seed, subset.indices))  # type: ignore[attr-defined]
         return subset
 
-    monkeypatch.setattr(bsnn.run, "calibration_subset", spy)
+    monkeypatch.setattr(bsnn.pipeline.sources, "calibration_subset", spy)
     _run(tmp_path, time=4, seed=5, norm=128, snn_calibration="bias", snn_calibration_size=128)
-    assert [(n, seed) for n, seed, _ in drawn] == [(128, 5), (128, 6)]
+    assert sorted((n, seed) for n, seed, _ in drawn) == [(128, 5), (128, 6)]
     assert drawn[0][2] != drawn[1][2]
 
 
@@ -167,7 +168,7 @@ def test_readout_delay_flag_reaches_the_run(tmp_path: Path) -> None:
     code = main(["convert", "--model", "bundled:digits-fp", "--time", "8", "--eval_size", "64",
                  "--readout-delay", "3", "--job-dir", str(tmp_path), "--quiet"])
     assert code == 0
-    (summary,) = list_runs(tmp_path)
+    ((_, summary),) = ((r.run_dir, r.summary) for r in list_runs(tmp_path))
     assert summary["config"]["readout_delay"] == 3
     # the engine read nothing in the first 3 steps: every image got the same (first) class
     acc = summary["accuracy_per_step"]
@@ -255,4 +256,20 @@ def test_sweep_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "4 runs" in capsys.readouterr().out
     (path,) = tmp_path.glob("sweep-*.csv")
     assert len(path.read_text().splitlines()) == 5
+    # its record names every cell's run folder (decided up front) and rebuilds the table
+    record = SweepRecord.load(path.with_suffix(".json"))
+    assert [c.run_id for c in record.cells] == [f"{record.sweep_id}-{i}" for i in range(4)]
+    assert sorted(r.run_id for r in list_runs(tmp_path)) == [c.run_id for c in record.cells]
+    path.unlink()
+    assert main(["sweep", "--collect", str(record.path)]) == 0
+    assert len(path.read_text().splitlines()) == 5
     assert main(["sweep", "--variant", "bogus=1", "--job-dir", str(tmp_path)]) == 2
+
+
+def test_sweep_inline_keeps_a_failed_cell_and_goes_on(tmp_path: Path) -> None:
+    code = main(["sweep", "--model", str(tmp_path / "missing.pt"), "bundled:digits-fp",
+                 "--time", "4", "--eval_size", "90", "--job-dir", str(tmp_path)])
+    assert code == 1
+    (path,) = tmp_path.glob("sweep-*.csv")
+    with open(path) as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["failed", "finished"]

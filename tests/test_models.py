@@ -176,7 +176,36 @@ def test_straight_through_gradient_reaches_the_shadow_weights() -> None:
     assert torch.allclose(w.grad[outside], through_alpha[outside], atol=1e-6)
 
 
-def test_binary_model_trains_its_shadow_weights() -> None:
+@pytest.mark.parametrize("layer", [BinaryConv2d(3, 5, 3, padding=1, bias=False),
+                                   BinaryLinear(7, 4, bias=False)], ids=["conv", "linear"])
+def test_binary_layers_give_the_straight_through_gradient(layer: nn.Module) -> None:
+    """The shadow weights' gradient is the hand-derived one: with G the gradient of the binary
+    weights B = sign(W) alpha (alpha = mean |W| per output channel, n weights each),
+    dL/dW = alpha G [|W| <= 1] + sign(W) sum(sign(W) G) / n."""
+    torch.manual_seed(3)
+    with torch.no_grad():
+        layer.weight.normal_()  # about a third |w| > 1: the straight-through mask matters
+    x = torch.randn(2, 3, 6, 6) if isinstance(layer, nn.Conv2d) else torch.randn(2, 7)
+    out = layer(x)
+    r = torch.randn_like(out)
+    (out * r).sum().backward()
+
+    w = layer.weight.detach()
+    n = w[0].numel()
+    dims = tuple(range(1, w.dim()))
+    alpha = w.abs().mean(dims, keepdim=True)
+    signs = torch.where(w >= 0, 1.0, -1.0)
+    binary = (signs * alpha).requires_grad_()
+    forward = (F.conv2d(x, binary, padding=1) if isinstance(layer, nn.Conv2d)
+               else F.linear(x, binary))
+    (g,) = torch.autograd.grad((forward * r).sum(), binary)
+    expected = alpha * g * (w.abs() <= 1) + torch.sign(w) * (torch.sign(w) * g).sum(
+        dims, keepdim=True) / n
+    assert (w.abs() > 1).any() and (w.abs() <= 1).any()
+    torch.testing.assert_close(layer.weight.grad, expected)
+
+
+def test_every_parameter_of_a_binary_model_gets_a_gradient() -> None:
     torch.manual_seed(3)
     net = build_model("vgg6ab", 10, (1, 8, 8), binary=True)
     loss = F.cross_entropy(net(torch.randn(4, 1, 8, 8)), torch.tensor([0, 1, 2, 3]))

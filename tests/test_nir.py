@@ -24,7 +24,8 @@ from bsnn.cli import main
 from bsnn.config import RunConfig
 from bsnn.data import load_split
 from bsnn.errors import CheckpointError, ConfigError, ConversionError
-from bsnn.events import EventLog, Started
+from bsnn.events import Started
+from bsnn.runlog import EventLog
 from bsnn.snn.engine import Engine
 from bsnn.snn.network import SpikingNetwork
 from bsnn.snn.options import SimOptions
@@ -63,10 +64,11 @@ def test_read_back_spikes_are_identical(tmp_path: Path, images: torch.Tensor, mo
     back = bsnn.from_nir(path, device="cpu")
     original = snn.network
     if snn.snn_images is not None:  # the calibration a run applies, which the file holds
+        from bsnn.nirio.options import EXPORT_DEFAULTS
         from bsnn.nirio.write import _calibrated
 
-        original = _calibrated(snn, {"time": 24, "v0": export.get("v0", "zero"),
-                                     "batch_size": 100, "seed": 0}).network
+        original = _calibrated(snn, {**EXPORT_DEFAULTS, "time": 24, "batch_size": 100,
+                                     "seed": 0, "v0": export.get("v0", "zero")}).network
         assert any(layer.v_init is not None or layer.bias is not None
                    for layer in back.network.layers)
     want = spikes(original, images, v0=export.get("v0", "zero"))
@@ -185,14 +187,17 @@ def test_a_branching_graph_and_other_files_are_refused(tmp_path: Path) -> None:
         bsnn.from_nir(tmp_path / "missing.nir", device="cpu")
 
 
-def _run_folder(tmp_path: Path, model: Path) -> Path:
-    """A run folder as `bsnn convert` starts it: the started event holds the config."""
+def _run_folder(tmp_path: Path, model: Path, propagation: str = "same-step",
+                name: str = "r1") -> Path:
+    """A run folder as `bsnn convert --one-step` starts it: the started event holds the
+    config."""
     config = RunConfig(model=str(model), dataset="digits", norm=32, batch_size=32,
-                       device="cpu", threshold_granularity="channel", v0="half")
-    run = tmp_path / "runs" / "r1"
+                       device="cpu", threshold_granularity="channel", v0="half",
+                       propagation=propagation)
+    run = tmp_path / "runs" / name
     run.mkdir(parents=True)
     log = EventLog(run / "events.jsonl")
-    log(Started(run_id="r1", run_dir=str(run), config=config.to_dict(), device="cpu"))
+    log(Started(run_id=name, run_dir=str(run), config=config.to_dict(), device="cpu"))
     log.close()
     return run
 
@@ -207,6 +212,9 @@ def test_cli_exports_a_run_and_refuses_what_it_cannot(tmp_path: Path,
     assert main(["export", "--nir", str(out), str(run)]) == 0
     info = json.loads(nir.read(str(out)).metadata["bsnn"])
     assert info["options"]["v0"] == "half" and info["granularity"] == "channel"
+    delayed = _run_folder(tmp_path, model, "delayed", "r2")  # the original's default timing
+    assert main(["export", "--nir", str(tmp_path / "d.nir"), str(delayed)]) == 2
+    assert "propagation 'delayed' cannot be exported to NIR" in capsys.readouterr().err
     assert main(["export", "--nir", str(out), str(run), "--percentile", "99"]) == 2
     assert "--percentile cannot be combined with a run folder" in capsys.readouterr().err
     assert main(["export", "--nir", str(tmp_path / "z.nir"), "--reset", "zero"]) == 2
@@ -257,7 +265,8 @@ def compare(model: str, tmp_path: Path, time: int = 64,
     data, _ = load_split("digits", "val", normalize=(tuple(meta.mean), tuple(meta.std)))
     x = torch.stack([data[i][0] for i in range(len(data))])
     y = torch.tensor([data[i][1] for i in range(len(data))])
-    ours = bsnn.simulate(snn, (x, y), time=time, batch_size=len(x), device="cpu")
+    ours = bsnn.simulate(snn, (x, y), time=time, batch_size=len(x), device="cpu",
+                         propagation="same-step")  # what NIR carries
     theirs, spikes_there = sinabs_run(path, x, y, time, as_nir_if)
     spikes_here = sum(row["spikes_per_image"] * ours["images"] for row in ours["layers"]
                       if row["spikes_per_image"] is not None)

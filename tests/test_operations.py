@@ -8,8 +8,8 @@ import pytest
 import bsnn
 from bsnn.conversion.synapses import input_fan_out, layer_macs
 from bsnn.errors import ConfigError
-from bsnn.events import read_events
-from bsnn.report import summarize
+from bsnn.runlog import read_events
+from bsnn.summary import summarize
 
 
 @pytest.fixture(scope="module")

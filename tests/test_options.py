@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bsnn.checks import parse_normalize
 from bsnn.cli import build_parser
 from bsnn.cli import main as bsnn
 from bsnn.config import RunConfig
@@ -21,7 +22,6 @@ from bsnn.options import (
     TRAIN_OPTIONS,
     TRAIN_UNSET,
     check_values,
-    parse_normalize,
     sim_options_kwargs,
 )
 from bsnn.snn.options import SimOptions
@@ -82,10 +82,11 @@ def test_original_flags_are_kept() -> None:
 
 
 @pytest.mark.parametrize(("argv", "device", "propagation"), [
-    ([], "auto", "same-step"),
-    (["--gpu"], "cuda", "same-step"),
-    (["--gpu", "--device", "cpu"], "cpu", "same-step"),  # an explicit --device wins
-    (["--propagation", "delayed"], "auto", "delayed"),
+    ([], "auto", "delayed"),  # the original's command line means what it meant there
+    (["--gpu"], "cuda", "delayed"),
+    (["--gpu", "--device", "cpu"], "cpu", "delayed"),  # an explicit --device wins
+    (["--one-step"], "auto", "same-step"),
+    (["--propagation", "same-step"], "auto", "same-step"),
     (["--one-step", "--propagation", "delayed"], "auto", "same-step"),  # --one-step wins
 ])
 def test_shortcuts(argv: list[str], device: str, propagation: str) -> None:
@@ -124,7 +125,7 @@ def test_engine_options_are_simoptions_fields() -> None:
 
 def test_sweep_switches_come_from_the_table() -> None:
     assert set(SWITCHES) == {"v0", "reset", "propagation", "encoding", "threshold_granularity",
-                             "binary_weights", "readout_delay", "snn_calibration"}
+                             "binary_weights", "readout_delay", "snn_calibration", "protocol"}
 
 
 @pytest.mark.parametrize("name", OPTION["dataset"].choices)

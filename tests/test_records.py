@@ -29,17 +29,11 @@ from bsnn.cli import main
 from bsnn.config import RunConfig
 from bsnn.data import STATISTICS
 from bsnn.detach import start_detached, wait_until_done
-from bsnn.events import Event, Resolved, Started, describe, event_from_dict, read_events
-from bsnn.report import (
-    RECORD_COLUMNS,
-    accuracy_png,
-    layers_csv,
-    per_timestep_csv,
-    run_record,
-    run_title,
-    summarize,
-    summary_markdown,
-)
+from bsnn.events import Event, Resolved, Started, describe, event_from_dict
+from bsnn.exports import accuracy_figure, layers_csv, per_timestep_csv, summary_markdown
+from bsnn.records import RECORD_COLUMNS, run_record, run_title
+from bsnn.runlog import read_events
+from bsnn.summary import summarize
 from bsnn.sweep import parse_variant, sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -206,7 +200,8 @@ def test_plot_title_names_what_ran(summary: dict[str, Any], tmp_path: Path,
     original = Axes.set_title
     monkeypatch.setattr(Axes, "set_title",
                         lambda ax, label, *a, **k: titles.append(label) or original(ax, label))
-    accuracy_png(summary, tmp_path / "accuracy.png")
+    figure = accuracy_figure(summary)
+    figure.savefig(tmp_path / "accuracy.png")
     assert titles == [run_title(summary)]
     assert titles[0] == "vgg-tiny.pt (vgg6ab x0.5 binary) on digits, T=16, p=99.7"
     assert (tmp_path / "accuracy.png").stat().st_size > 1000

@@ -89,16 +89,18 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`bsnn-tui --serve` with a small run on the form: its URL and its job dir."""
-    port, job_dir = free_port(), tmp_path / "runs"
+    """`bsnn-tui --serve` with a small run on the form: its URL (with the token the server
+    wants, from $BSNN_TUI_TOKEN) and its job dir."""
+    port, job_dir, token = free_port(), tmp_path / "runs", "browser-test-token"
     server = subprocess.Popen(
         [sys.executable, "-m", "bsnn_tui", "--serve", "--port", str(port), "--job-dir",
          str(job_dir), "--time", "8", "--eval_size", "64", "--batch-size", "32", "--norm", "64",
          "--run-mode", "in-process"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "BSNN_TUI_TOKEN": token})
     try:
         wait_for_port(port, 180, server)
-        yield f"http://127.0.0.1:{port}", job_dir
+        yield f"http://127.0.0.1:{port}/?token={token}", job_dir
     finally:
         stop(server)
 

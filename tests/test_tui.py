@@ -27,9 +27,12 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 from bsnn.config import RunConfig
 from bsnn.detach import wait_until_done
 from bsnn.errors import ConfigError
-from bsnn.events import EVENTS_FILE, BatchDone, Event, read_events
-from bsnn.report import EXPORT_FILES, summarize
-from bsnn.rundir import request_cancel, run_status
+from bsnn.events import BatchDone, Event
+from bsnn.exports import EXPORT_FILES
+from bsnn.options import OPTION, OPTIONS
+from bsnn.runfolder import RunFolder
+from bsnn.runlog import EVENTS_FILE, read_events
+from bsnn.summary import summarize
 from bsnn_tui import producers
 from bsnn_tui.app import BsnnApp, main
 from bsnn_tui.feed import RunFeed
@@ -39,7 +42,7 @@ from bsnn_tui.screens.runs import FIRST_ROWS, ROWS_PER_CHUNK, RunsScreen
 from bsnn_tui.screens.setup import SetupScreen
 from bsnn_tui.widgets.accuracy import AccuracyPlot
 from bsnn_tui.widgets.heatmap import RateHeatmap
-from bsnn_tui.widgets.rates import FiringRateBars
+from bsnn_tui.widgets.rates import FiringRateBars, FiringRates
 from bsnn_tui.widgets.thresholds import ThresholdsTable
 
 
@@ -116,9 +119,25 @@ def test_flags_are_those_of_bsnn_convert() -> None:
     assert RunConfig().time == 80  # the original conversion.py's, the CLI's and the form's
 
 
-def test_the_form_opens_with_the_defaults_of_the_flags(tmp_path: Path) -> None:
-    """`bsnn-tui` without flags and BsnnApp() show the same values as `bsnn convert` uses."""
-    assert BsnnApp().setup.initial == RunConfig()
+@pytest.mark.asyncio
+async def test_the_form_opens_with_the_defaults_of_the_flags(tmp_path: Path) -> None:
+    """`bsnn-tui` without flags shows, in its widgets, the defaults `bsnn convert` uses: each
+    field's text or selection is read off the screen and compared with the option table."""
+    args = build_parser().parse_args([])
+    app = BsnnApp(RunConfig.from_args(args))
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        shown = {o.name: app.setup.query_one(f"#{o.name}").value  # type: ignore[attr-defined]
+                 for o in OPTIONS if o.form and o.name != "model"}
+        model = app.setup.query_one("#model", Select).value
+        path = app.setup.query_one("#model_path", Input).value
+    assert (model, path) == (OPTION["model"].default, "")
+    assert "job_dir" in shown and "percentile" in shown and "propagation" in shown
+    for name, value in shown.items():
+        default = OPTION[name].default
+        # None ("the checkpoint's") shows as an empty field or the select's empty choice
+        assert str(value) == ("" if default is None else str(default)), name
+        assert getattr(args, name) in (default, None), name  # the flag's own default
 
 
 def test_serve_runs_the_same_flags_without_the_serving_ones() -> None:
@@ -127,14 +146,19 @@ def test_serve_runs_the_same_flags_without_the_serving_ones() -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_form_shows_the_flags_and_reads_back_the_same_config(tmp_path: Path) -> None:
-    given = tiny(tmp_path, model="some/file.pt", percentile=99.0, dataset="cifar10",
+async def test_the_form_shows_the_flags_and_reads_back_the_same_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tmp_path / "some" / "file.pt"  # the form refuses a model file that is not there
+    model.parent.mkdir()
+    model.write_bytes(b"")
+    monkeypatch.setattr("bsnn_tui.catalog.describe_model", lambda path: {"arch": "vgg6ab"})
+    given = tiny(tmp_path, model=str(model), percentile=99.0, dataset="cifar10",
                  device="cpu", propagation="delayed", threshold_granularity="channel")
     app = BsnnApp(given)
     async with app.run_test() as pilot:
         await pilot.pause()
         setup = app.setup
-        assert setup.query_one("#model_path", Input).value == "some/file.pt"
+        assert setup.query_one("#model_path", Input).value == str(model)
         assert setup.query_one("#percentile", Input).value == "99.0"
         assert setup.query_one("#propagation", Select).value == "delayed"
         assert setup.config() == given
@@ -199,7 +223,7 @@ async def test_a_bad_percentile_is_explained_and_start_refused(tmp_path: Path,
         assert "percentile 120.0 is outside (0, 100]" in reasons
         assert percentile.has_class("-invalid")
         await pilot.press("enter")  # Enter in a field starts: refused
-        await pilot.press("escape", "s")  # and so is the key
+        await pilot.press("ctrl+s")  # and so is the key
         await pilot.pause()
         assert engine.calls == 0 and isinstance(app.screen, SetupScreen)
 
@@ -226,7 +250,7 @@ async def test_each_field_is_checked_against_the_whole_form(tmp_path: Path,
         assert delay.has_class("-invalid") and not steps.has_class("-invalid")
         with pytest.raises(ConfigError, match="readout delay"):
             setup.config()
-        await pilot.press("escape", "s")
+        await pilot.press("ctrl+s")
         await pilot.pause()
         assert engine.calls == 0 and isinstance(app.screen, SetupScreen)
 
@@ -243,16 +267,25 @@ async def test_each_field_is_checked_against_the_whole_form(tmp_path: Path,
 
 
 @pytest.mark.asyncio
+@needs_engine
 async def test_cancel_stops_within_a_batch_and_keeps_the_partial_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(producers, "run_engine", FakeEngine(delay_s=0.2, batches=50))
-    app = BsnnApp(tiny(tmp_path), start=True)
+    """The real runner, paced: `c` (and `y`) stops it at the end of the batch in flight, and
+    its own log ends `cancelled` with the partial curve."""
+    pace_batches(monkeypatch, 0.3)
+    app = BsnnApp(tiny(tmp_path, eval_size=-1, batch_size=16), start=True)
     async with app.run_test() as pilot:
-        await cancel_after_first_batch(app, pilot, within_s=5)
-        summary = run_screen(app).summary
-        assert len(summary["accuracy_per_step"]) == 16  # the partial curve is kept
-        events = read_events(app.live.run_dir)
-        assert events[-1].type == "cancelled"
+        await wait_for(pilot, lambda: run_screen(app).summary.images > 0, timeout=120,
+                       what="a first batch")
+        pressed_at = run_screen(app).summary.images
+        await pilot.press("c", "y")  # a cancel asks first
+        await wait_for(pilot, lambda: finished(app), timeout=60, what="the cancel")
+    events = read_events(app.live.run_dir)  # type: ignore[union-attr]
+    batches = [e for e in events if isinstance(e, BatchDone)]
+    assert events[-1].type == "cancelled" and batches
+    assert batches[-1].images <= pressed_at + 16  # at most the batch in flight
+    assert batches[-1].images < batches[-1].images_total
+    assert len(batches[-1].correct_per_step) == 16  # the partial curve is kept
 
 
 @pytest.mark.asyncio
@@ -270,9 +303,9 @@ async def test_an_unexpected_error_is_shown_and_the_app_stays_up(
         await pilot.pause(0.4)
         assert "ZeroDivisionError: division by zero in a plug-in" in problem_text(app)
         assert "FAILED" in str(app.screen.query_one("#status", Static).render())
-        assert "ZeroDivisionError" in (tmp_path / "broken" / "tui-error.log").read_text()
+        assert "ZeroDivisionError" in (tmp_path / "broken" / "traceback.txt").read_text()
         monkeypatch.setattr(producers, "run_engine", FakeEngine())
-        await pilot.press("s")  # the next run works
+        await pilot.press("ctrl+s")  # the next run works
         await wait_for(pilot, lambda: finished(app), what="the second run")
         await pilot.pause(0.4)
         assert run_screen(app).summary["status"] == "finished"
@@ -408,7 +441,7 @@ async def test_a_real_run_from_the_form_to_the_exports(tmp_path: Path,
     pace_batches(monkeypatch, PANELS_S + 0.6)  # new figures wait up to PANELS_S + a tick
     app = BsnnApp(tiny(tmp_path))
     async with app.run_test() as pilot:
-        await pilot.press("escape", "s")
+        await pilot.press("ctrl+s")
         screen = run_screen(app)
         seen: set[tuple[str, int]] = set()
 
@@ -437,18 +470,28 @@ async def test_a_real_run_from_the_form_to_the_exports(tmp_path: Path,
 @pytest.mark.asyncio
 @needs_engine
 async def test_a_bad_checkpoint_is_explained_and_the_next_run_works(tmp_path: Path) -> None:
-    app = BsnnApp(tiny(tmp_path, model=str(tmp_path / "missing.pt")))
+    """A checkpoint the form reads (its metadata is fine) but whose weights do not fit its
+    architecture: the engine fails, the run screen says why. (A missing file is refused on
+    the form: test_tui_misfires.)"""
+    from bsnn.checkpoint import read_checkpoint
+
+    raw = read_checkpoint("bundled:digits-fp")
+    state = dict(raw["state_dict"])
+    state["features.0.weight"] = torch.zeros(3, 3)
+    torch.save({**raw, "state_dict": state}, tmp_path / "misfit.pt")
+    app = BsnnApp(tiny(tmp_path, model=str(tmp_path / "misfit.pt")))
     async with app.run_test() as pilot:
-        await pilot.press("escape", "s")
+        await wait_for(pilot, lambda: app.setup.meta, timeout=60, what="the model's metadata")
+        await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: finished(app), timeout=60, what="the failure")
         await pilot.pause(0.4)
-        assert "missing.pt not found" in problem_text(app)
+        assert "misfit.pt does not fit this architecture" in problem_text(app)
         assert run_screen(app).summary["status"] == "failed"
 
         await pilot.press("n")
         path = app.setup.query_one("#model_path", Input)
         path.value = ""  # back to the selected bundled model
-        await pilot.press("escape", "s")
+        await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: finished(app) and isinstance(app.screen, RunScreen),
                        timeout=120, what="the second run")
         await pilot.pause(0.4)
@@ -457,11 +500,11 @@ async def test_a_bad_checkpoint_is_explained_and_the_next_run_works(tmp_path: Pa
 
 
 async def cancel_after_first_batch(app: BsnnApp, pilot: Pilot, within_s: float = 60) -> None:
-    """Press `c` once a batch is done; the run ends cancelled (within `within_s`) with a
+    """Press `c` and `y` once a batch is done; the run ends cancelled (within `within_s`) with a
     partial count."""
     await wait_for(pilot, lambda: run_screen(app).summary["images"] > 0, timeout=120,
                    what="a first batch")
-    await pilot.press("c")
+    await pilot.press("c", "y")  # a cancel asks first
     await wait_for(pilot, lambda: finished(app), timeout=within_s, what="the cancel")
     await pilot.pause(0.4)
     summary = run_screen(app).summary
@@ -493,8 +536,8 @@ def detached_job_dir(tmp_path: Path) -> Iterator[Path]:
     """A job dir whose detached engines are cancelled when the test ends, even if it failed."""
     yield tmp_path
     for events in tmp_path.glob(f"*/{EVENTS_FILE}"):
-        if run_status(events.parent) == "running":
-            request_cancel(events.parent)
+        if RunFolder.open(events.parent).status() == "running":
+            RunFolder(events.parent).request_cancel()
 
 
 def test_run_mode_auto_is_detached_on_cuda_only() -> None:
@@ -547,7 +590,7 @@ async def test_run_mode_auto_runs_in_process_on_a_cpu_only_machine(
         assert run_mode.value == "auto" and run_mode.region.bottom <= 24 - 1 - 6  # fits 80x24
         await wait_for(pilot, lambda: app.setup.cuda is not None, what="the catalog")
         assert "auto → in-process" in str(run_mode.query_one("#label", Static).render())
-        await pilot.press("escape", "s")
+        await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: finished(app), what="the run")
         assert engine.calls == 1 and not app.live.detached
 
@@ -559,7 +602,7 @@ async def test_a_detached_run_from_the_form_fills_the_panels_of_two_viewers(
     app = BsnnApp(tiny(detached_job_dir, time=8), run_mode="detached")
     async with app.run_test() as pilot:
         assert app.setup.run_mode() == "detached"  # --run-mode prefills the form
-        await pilot.press("escape", "s")
+        await pilot.press("ctrl+s")
         screen = run_screen(app)
         await wait_for(pilot, lambda: screen.summary["status"] == "running", timeout=60,
                        what="the engine to start")
@@ -609,7 +652,7 @@ async def test_quitting_leaves_a_detached_run_going_and_the_runs_screen_reattach
         run_dir = app.live.run_dir
         await pilot.press("q")
     assert app.left_running == run_dir
-    assert run_status(run_dir) == "running"  # the engine did not stop with the dashboard
+    assert RunFolder.open(run_dir).status() == "running"  # the engine did not stop
 
     viewer = BsnnApp(RunConfig(job_dir=str(detached_job_dir)))
     async with viewer.run_test() as pilot:
@@ -624,7 +667,7 @@ async def test_quitting_leaves_a_detached_run_going_and_the_runs_screen_reattach
         await wait_for(pilot, lambda: screen.summary["images"] > first, timeout=60,
                        what="a batch more: the viewer follows the run")
         assert "attached" in screen.sub_title
-        await pilot.press("c")
+        await pilot.press("c", "y")
         await wait_for(pilot, lambda: screen.summary["status"] == "cancelled", timeout=60,
                        what="the cancel")
         assert screen.summary["images"] < screen.summary["images_total"]
@@ -656,7 +699,8 @@ async def test_a_redraw_with_nothing_new_repaints_no_panel(tmp_path: Path,
         screen = RunScreen(feed)
         await app.push_screen(screen)
         await pilot.pause(0.5)
-        panels = (AccuracyPlot, ThresholdsTable, FiringRateBars, RateHeatmap, Label)
+        panels = (AccuracyPlot, ThresholdsTable, FiringRates, FiringRateBars, RateHeatmap,
+                  Label)
         refreshed: list[str] = []
         refresh = Widget.refresh
 
@@ -739,7 +783,8 @@ def test_the_plot_overlays_runs_with_a_legend_and_says_when_it_has_no_room() -> 
 
     lines = [plain(row) for row in plot_lines([("run-a", [0.5] * 8), ("run-b", [0.9] * 8)],
                                               8, ann=None, within=None, size=(40, 7))]
-    assert "■ run-a" in lines[0] and "■ run-b" in lines[1]
+    # the legend in the corner it hides least of: the bottom right, under both curves
+    assert lines[3].endswith("■ run-a") and lines[4].endswith("■ run-b")
     assert len(lines) == 7  # no room for the axis's name
     assert plain(plot_lines([], 0, None, None, size=(6, 3))[0]).startswith("enlarge")
 

@@ -1,5 +1,5 @@
 """Support for the dashboard tests (no tests here): a deterministic event stream shaped like
-bsnn.run's, a stand-in `run_engine` that writes it to a run folder as the engine does, and a
+the runner's, a stand-in `run_engine` that writes it to a run folder as the engine does, and a
 helper that waits for the app to reach a state.
 
 The fakes serve where a test needs fixed numbers (snapshots) or exact control over timing;
@@ -19,16 +19,8 @@ from textual.pilot import Pilot
 
 from bsnn.config import RunConfig
 from bsnn.errors import CheckpointError
-from bsnn.events import (
-    EVENTS_FILE,
-    BatchDone,
-    Cancelled,
-    Event,
-    EventLog,
-    Failed,
-    Phase,
-    event_from_dict,
-)
+from bsnn.events import BatchDone, Cancelled, Event, Failed, Phase, event_from_dict
+from bsnn.runlog import EVENTS_FILE, EventLog
 from bsnn_tui.feed import RunFeed
 
 # Spiking layers as bsnn.conversion names them; the output layer (fc2, 10 neurons) does not spike.

@@ -16,16 +16,18 @@ from typing import Any
 import pytest
 
 import bsnn
-import bsnn.events
-import bsnn.report
-import bsnn.rundir
+import bsnn.jobdir
+import bsnn.runfolder
+import bsnn.runlog
 from bsnn.cli import main
 from bsnn.config import RunConfig
 from bsnn.detach import start_detached, wait_until_done
 from bsnn.errors import RunStorageError
-from bsnn.events import Failed, read_events
-from bsnn.report import EXPORT_FILES, summarize
-from bsnn.run import run
+from bsnn.events import Failed
+from bsnn.exports import EXPORT_FILES
+from bsnn.pipeline.runner import run
+from bsnn.runlog import read_events
+from bsnn.summary import summarize
 from bsnn_tui.feed import RunFeed
 
 ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EIO)
@@ -65,7 +67,7 @@ def break_export(monkeypatch: pytest.MonkeyPatch, name: str, code: int) -> None:
         file = open(path, mode, *args, **kwargs)  # noqa: SIM115
         return _Broken(file, code) if Path(path).name.startswith(f".{name}.") else file
 
-    monkeypatch.setattr(bsnn.report, "open", opener, raising=False)
+    monkeypatch.setattr(bsnn.runfolder, "open", opener, raising=False)
 
 
 def break_appends(monkeypatch: pytest.MonkeyPatch, module: Any, code: int,
@@ -137,7 +139,7 @@ def test_results_line_fails(tiny_model: Path, tmp_path: Path,
     results = tmp_path / "results" / "sim_result.txt"
     results.parent.mkdir()
     results.write_text("seed,simulation time,batch size,inference time,accuracy\n0,4,16,1,50\n")
-    break_appends(monkeypatch, bsnn.rundir, errno.ENOSPC, when=lambda text: "\n" in text)
+    break_appends(monkeypatch, bsnn.jobdir, errno.ENOSPC, when=lambda text: "\n" in text)
     cli_fails(capsys, convert_args(tiny_model, tmp_path), "results line", "sim_result.txt",
               "No space left", "add this line")
     monkeypatch.undo()
@@ -149,7 +151,7 @@ def test_results_line_fails(tiny_model: Path, tmp_path: Path,
 def test_events_append_fails_mid_run(tiny_model: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    break_appends(monkeypatch, bsnn.events, errno.EIO, lambda text: "batch_done" in text)
+    break_appends(monkeypatch, bsnn.runlog, errno.EIO, lambda text: "batch_done" in text)
     cli_fails(capsys, convert_args(tiny_model, tmp_path), "events.jsonl", "Input/output error")
     monkeypatch.undo()
     run_dir = the_run(tmp_path)
@@ -167,7 +169,7 @@ def test_last_event_cannot_be_logged(code: int, tiny_model: Path, tmp_path: Path
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The exports are written before `finished`; when `finished` then cannot be logged they
     are rewritten to say the run failed."""
-    break_appends(monkeypatch, bsnn.events, code, lambda text: '"type":"finished"' in text)
+    break_appends(monkeypatch, bsnn.runlog, code, lambda text: '"type":"finished"' in text)
     cli_fails(capsys, convert_args(tiny_model, tmp_path), "events.jsonl", os.strerror(code))
     monkeypatch.undo()
     assert temp_files(tmp_path) == []
@@ -220,7 +222,7 @@ def tiny_fs(where: Path, inodes: int) -> Iterator[Path]:
                     f"{done.stderr.strip()}")
     try:
         (mount / "results").mkdir()
-        (mount / "results" / "sim_result.txt").write_text(bsnn.rundir.RESULTS_HEADER)
+        (mount / "results" / "sim_result.txt").write_text(bsnn.jobdir.RESULTS_HEADER)
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -8,6 +8,7 @@ one clear message and exit code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,12 +27,16 @@ EXIT_CODES = """exit codes:
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    from bsnn import __version__
+    from bsnn.cli.parser import Parser
+
+    parser = Parser(
         prog="bsnn",
         description="Binary / full-precision ANN -> spiking network conversion and simulation.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"bsnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"bsnn.cli.{name}").register(sub)
@@ -63,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BsnnError as err:
         report_error(err)
         return err.exit_code
+    except BrokenPipeError:  # `bsnn runs --json | head` stopped reading: nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
     except OSError as err:  # a file problem no subcommand foresaw: still one clear message
         where = f" ({err.filename})" if err.filename else ""
         report_error(BsnnError(f"{err.strerror or err}{where}",

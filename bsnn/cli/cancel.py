@@ -1,4 +1,5 @@
-"""`bsnn cancel RUN_DIR`: stop a running run (detached or not) at its next batch boundary."""
+"""`bsnn cancel RUN_DIR`: stop a running run at its next batch boundary: any run with a run
+folder (foreground, detached, the dashboard's, an API run with a job dir) reads the marker."""
 
 from __future__ import annotations
 
@@ -21,18 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from bsnn.detach import wait_until_done
-    from bsnn.rundir import request_cancel, run_status
+    from bsnn.runfolder import RunFolder
 
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
         raise RunStorageError(f"no run folder {run_dir}",
                               "pass a run folder; `bsnn runs JOB_DIR` lists them")
-    status = run_status(run_dir)
+    folder = RunFolder.open(run_dir)
+    status = folder.status()
     if status != "running":
         hint = ("`bsnn report` rebuilds its partial summary" if status == "interrupted"
                 else "nothing to cancel")
         raise BsnnError(f"run {run_dir} is not running: it is {status}", hint)
-    request_cancel(run_dir)
+    folder.request_cancel()
     print(f"cancel requested: {run_dir} stops at the end of its current batch")
     if args.no_wait:
         return 0

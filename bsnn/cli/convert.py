@@ -61,8 +61,9 @@ def main(args: argparse.Namespace) -> int:
 
     from bsnn.cli.progress import ProgressPrinter, print_summary
     from bsnn.distributed import world
-    from bsnn.run import run
-    from bsnn.rundir import cancel_requested, new_run_id
+    from bsnn.pipeline.runner import run
+    from bsnn.records import plural
+    from bsnn.runfolder import new_run_id, run_dir_for
 
     config = RunConfig.from_args(args).validate()
     w = world()
@@ -76,27 +77,39 @@ def main(args: argparse.Namespace) -> int:
     if args.detach:
         return _detached(console, config, wait=not args.no_wait)
     config.run_id = config.run_id or new_run_id()
-    run_dir = Path(config.job_dir) / config.run_id
+    run_dir = run_dir_for(config.job_dir, config.run_id)
     printer = None if args.quiet else ProgressPrinter(console)  # run() emits on rank 0 only
 
-    def warnings_only(event: Event) -> None:  # --quiet still says what it changed
-        if isinstance(event, RunWarning):
+    def shown(event: Event) -> None:
+        if _reported_by_main(event):
+            return
+        if printer is not None:
+            printer(event)
+        elif isinstance(event, RunWarning):  # --quiet still says what it changed
             console.print(f"[yellow]{escape(describe(event))}[/]", highlight=False)
 
     with _Interrupts() as interrupts:
         try:
-            summary = run(config, emit=printer or warnings_only,
-                          cancel=lambda: interrupts.received is not None
-                          or cancel_requested(run_dir))
+            summary = run(config, emit=shown, cancel=lambda: interrupts.received is not None)
         finally:
             if printer is not None:
                 printer.stop()
     print_summary(console, summary)
-    if summary["status"] == "finished":
+    if summary.status == "finished":
         return 0
-    console.print(f"run {summary['status']} after {summary['images']} images; partial summary "
+    console.print(f"run {summary.status} after {plural(summary.images, 'image')}; partial summary "
                   f"in {run_dir}", highlight=False)
     return 130 if interrupts.received == signal.SIGINT else 1
+
+
+def _reported_by_main(event: Event) -> bool:
+    """A failure from bad input: run() raises its BsnnError after this event, and the CLI's
+    main prints that, so it is said once. An unexpected error's `failed` (naming its saved
+    traceback) is still shown."""
+    from bsnn import errors
+
+    kind = getattr(errors, event.error, None) if isinstance(event, Failed) else None
+    return isinstance(kind, type) and issubclass(kind, errors.BsnnError)
 
 
 def _detached(console: Any, config: RunConfig, wait: bool) -> int:
@@ -104,10 +117,10 @@ def _detached(console: Any, config: RunConfig, wait: bool) -> int:
     (with `wait`) or has written its first event. Ctrl-C only stops the waiting: the engine is
     in a session of its own, so the run goes on, and this says so."""
     from bsnn.detach import spawn_engine
-    from bsnn.rundir import new_run_id
+    from bsnn.runfolder import new_run_id, run_dir_for
 
     config.run_id = config.run_id or new_run_id()
-    run_dir = Path(config.job_dir).absolute() / config.run_id
+    run_dir = run_dir_for(Path(config.job_dir).absolute(), config.run_id)
     console.print(f"starting run {config.run_id} in the background...", highlight=False)
     engine = spawn_engine(config)
     try:

@@ -9,13 +9,15 @@ docs/nir.md. Read it back with `bsnn.from_nir(FILE)`.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 from bsnn.errors import ConfigError
+from bsnn.nirio.options import EXPORT_DEFAULTS, POOLINGS
 from bsnn.nirio.options import NETWORK_OPTIONS as NAMES
-from bsnn.nirio.options import POOLINGS
 from bsnn.options import OPTION, SHORTCUTS, add_arguments, check_values, values_from_args
 
+UNUSED = ("eval_size", "backend")  # simulation options that a NIR file does not hold
 POOLING_HELP = ("sum: NIR SumPool2d with 1/k^2 folded into the next neurons' thresholds (read "
                 "by sinabs, norse and most chips); avg: NIR AvgPool2d")
 
@@ -29,14 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nir", required=True, metavar="FILE", help="the NIR file to write")
     p.add_argument("--pooling", choices=POOLINGS, default="sum",
                    help=f"{POOLING_HELP} (default: sum)")
-    add_arguments(p, NAMES, unset={n: OPTION[n].shown or str(OPTION[n].default)
+    add_arguments(p, NAMES, unset={n: str(EXPORT_DEFAULTS[n]) if n in EXPORT_DEFAULTS
+                                   else OPTION[n].shown or str(OPTION[n].default)
                                    for n in NAMES})
+    for name in UNUSED:  # `bsnn convert`'s own, so that its command line works here as it is
+        o = OPTION[name]
+        replace(o, help=f"{o.help}; taken as bsnn convert takes it, it does not change the "
+                "network").add_to(p, None, str(o.default))
     p.set_defaults(func=main)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The options given as flags (shortcuts applied); the others are None."""
-    values = values_from_args(args, unset=NAMES)
+    values = values_from_args(args, unset=(*NAMES, *UNUSED))
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -57,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     if args.run_dir:
         values, recorded = run_values(args.run_dir)
     else:
-        values = {n: OPTION[n].default for n in NAMES} | given
+        values = {n: OPTION[n].default for n in NAMES} | EXPORT_DEFAULTS | given
         check_values(values)
     with console.status("converting and writing..."):
         path, network = export(values, args.nir, args.pooling)

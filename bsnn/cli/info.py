@@ -73,6 +73,31 @@ def describe(model: str) -> dict[str, Any]:
     return info
 
 
+# what None means in a recipe, per field (the others: "none")
+NONE_MEANS = {"arch": "the data set's default", "weight_decay_until": "never",
+              "val_split": "none (the data set's own split)",
+              "image_size": "the data set's (32 for an image folder)",
+              "init": "random", "normalize": "the data set's statistics"}
+
+
+def in_words(name: str, value: Any) -> str:
+    """A recipe value as a person reads it: yes/no, what None means, lists as `a, b`."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return NONE_MEANS.get(name, "none")
+    if isinstance(value, list | tuple):
+        return ", ".join(in_words(name, v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def recipe_text(recipe: dict[str, Any]) -> str:
+    """`batch size: 32; epochs: 40; lr milestones: none; ...` (`;` as lists hold commas)."""
+    return "; ".join(f"{k.replace('_', ' ')}: {in_words(k, v)}" for k, v in recipe.items())
+
+
 def _fmt_accuracy(value: float | None) -> str:
     return "not recorded" if value is None else f"{value:.2%}"
 
@@ -91,6 +116,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+
+    from bsnn.records import plural
 
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -115,15 +142,17 @@ def main(args: argparse.Namespace) -> int:
         table.add_row("data set", info["dataset"])
         table.add_row("classes", str(info["num_classes"]))
         table.add_row("input shape", " x ".join(map(str, info["input_shape"])))
-        table.add_row("mean / std", f"{info['mean']} / {info['std']}")
+        table.add_row("mean / std", f"{in_words('mean', info['mean'])} / "
+                                    f"{in_words('std', info['std'])}")
         table.add_row("ANN accuracy", _fmt_accuracy(info["ann_accuracy"]))
         if info["recipe"]:
-            table.add_row("recipe", ", ".join(f"{k}={v}" for k, v in info["recipe"].items()))
+            table.add_row("recipe", recipe_text(info["recipe"]))
         if info["versions"]:
             table.add_row("versions", ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
         if info["source"]:
             table.add_row("source", info["source"])
         if "epochs_done" in info:
-            table.add_row("train state", f"{info['epochs_done']} epochs done; --resume continues")
+            done = plural(info["epochs_done"], "epoch")
+            table.add_row("train state", f"{done} done; --resume continues")
     Console(highlight=False).print(table)
     return 0

@@ -27,7 +27,8 @@ from bsnn.events import (
     describe,
     keep,
 )
-from bsnn.report import run_title, summarize, weights_in_words
+from bsnn.records import run_title, weights_in_words
+from bsnn.summary import Summary, summarize
 
 
 def progress_bar(console: Console, label: str, figures: str, transient: bool) -> Progress:
@@ -69,9 +70,9 @@ class ProgressPrinter:
             self.progress.start()
             self.task = self.progress.add_task("sim", total=event.images_total, acc="")
         s = summarize(self.events)
-        self.progress.update(self.task, completed=s["images"],
-                             acc=f"SNN {100 * s['final_accuracy']:.2f} %  "
-                                 f"ANN {100 * s['ann_accuracy']:.2f} %")
+        self.progress.update(self.task, completed=s.images,
+                             acc=f"SNN {100 * (s.final_accuracy or 0):.2f} %  "
+                                 f"ANN {100 * (s.ann_accuracy or 0):.2f} %")
 
     def stop(self) -> None:
         if self.task is not None:
@@ -79,9 +80,9 @@ class ProgressPrinter:
             self.task = None
 
 
-def print_summary(console: Console, summary: dict[str, Any]) -> None:
+def print_summary(console: Console, summary: Summary) -> None:
     """Per-step accuracy at powers of two, and per-layer thresholds and rates."""
-    acc = summary["accuracy_per_step"]
+    acc = summary.accuracy_per_step
     console.print(f"[bold]{escape(run_title(summary))}[/]", highlight=False)  # what ran
     if not acc:
         console.print("no batch was simulated")
@@ -97,19 +98,20 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     layers = Table(title="layers", show_edge=False)
     for col in ("layer", "neurons", "threshold", "firing rate", "ANN rate", "synops/img"):
         layers.add_column(col, justify="right")
-    for row in summary["layers"]:
-        def fmt(v: Any, spec: str) -> str:
-            return "—" if v is None else format(v, spec)
-        layers.add_row(row["name"], str(row["neurons"]), fmt(row["threshold"], ".4g"),
-                       fmt(row["firing_rate"], ".4f"), fmt(row["ann_rate"], ".4f"),
-                       fmt(row["synops_per_image"], ",.0f"))
+    def fmt(v: Any, spec: str) -> str:
+        return "—" if v is None else format(v, spec)
+
+    for row in summary.layers:
+        layers.add_row(row.name, str(row.neurons), fmt(row.threshold, ".4g"),
+                       fmt(row.firing_rate, ".4f"), fmt(row.ann_rate, ".4f"),
+                       fmt(row.synops_per_image, ",.0f"))
     console.print(layers)
-    ann = summary["ann_accuracy"]
-    within = summary["first_step_within_1pt"]
+    ann = summary.ann_accuracy or 0.0
+    within = summary.first_step_within_1pt
     console.print(
         f"SNN accuracy: [bold]{100 * acc[-1]:.2f} %[/] at T={len(acc)} "
-        f"(ANN {100 * ann:.2f} % on the same {summary['images']} images; within 1 point "
+        f"(ANN {100 * ann:.2f} % on the same {summary.images} images; within 1 point "
         f"from t={within or '—'}; {weights_in_words(summary)}); "
-        f"{summary['images_per_s'] or 0:.1f} images/s, "
-        f"wall time {summary['wall_time_s'] or 0:.2f} s"
+        f"{summary.images_per_s or 0:.1f} images/s, "
+        f"wall time {summary.wall_time_s or 0:.2f} s"
     )

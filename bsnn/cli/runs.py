@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bsnn.jobdir import ListedRun
 
 # (column, minimum width it needs to stay readable), most useful first after the run id
 COLUMNS = (("status", 11), ("accuracy", 9), ("T", 5), ("model", 12), ("dataset", 8),
@@ -27,17 +31,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def _cells(s: dict[str, Any]) -> dict[str, str]:
-    """One run's cells: the resolved values (bsnn.report.run_record), not the typed ones."""
-    from bsnn.report import arch_text, run_record
+def _cells(run: ListedRun) -> dict[str, str]:
+    """One run's cells: the resolved values (bsnn.records.run_record), not the typed ones."""
+    from bsnn.records import arch_text, run_record
 
-    acc = s["final_accuracy"]
+    s = run.summary
+    acc = s.final_accuracy
     r = run_record(s)
-    return {"run": s["run_id"] or "?", "status": s["status"], "model": str(r["model"]),
+    return {"run": run.run_id, "status": s.status, "model": str(r["model"]),
             "dataset": str(r.get("dataset") or "?"), "arch": arch_text(r),
             "T": str(r["time_steps"]), "p": str(r["percentile"]),
-            "device": str(r.get("device") or "?"), "images": str(s["images"]),
+            "device": str(r.get("device") or "?"), "images": str(s.images),
             "accuracy": "—" if acc is None else f"{100 * acc:.2f} %"}
+
+
+def _as_json(run: ListedRun) -> dict[str, Any]:
+    s = run.summary.to_dict() | {"run_id": run.run_id, "run_dir": str(run.run_dir)}
+    return {k: s.get(k) for k in JSON_FIELDS} | {"config": s["config"]}
 
 
 def columns_that_fit(width: int, id_width: int) -> list[str]:
@@ -58,12 +68,14 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from bsnn.rundir import list_runs
+    from bsnn.jobdir import iter_runs
 
-    runs = list_runs(args.job_dir)
+    def skipped(folder: Path, why: str) -> None:
+        print(f"skipped {folder}: {why}", file=sys.stderr)
+
+    runs = list(iter_runs(args.job_dir, skipped=skipped))
     if args.json:
-        print(json.dumps([{k: s.get(k) for k in JSON_FIELDS} | {"config": s["config"]}
-                          for s in runs], indent=2))
+        print(json.dumps([_as_json(run) for run in runs], indent=2))
         return 0
     console = Console()
     rows = [_cells(s) for s in runs]

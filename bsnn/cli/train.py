@@ -17,15 +17,18 @@ global batch; rank 0 alone prints and writes the checkpoints.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
 from bsnn.cli.progress import progress_bar
+from bsnn.errors import ConfigError
 from bsnn.options import TRAIN_OPTIONS, TRAIN_UNSET, add_arguments, check_values, values_from_args
-from bsnn.recipes import BINARIZE_MODES, OPTIMIZERS, PRESETS, Recipe, preset
+from bsnn.recipes import BINARIZE_MODES, BINARY_FROM_FP, OPTIMIZERS, PRESETS, Recipe, preset
 
 if TYPE_CHECKING:  # the training module loads torch: only when a training runs
     from bsnn.train import TrainEvent, TrainStart
@@ -45,7 +48,8 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", choices=list(PRESETS),
-                   help="a recipe: batch size, epochs, schedule, weight decay, optimiser, arch")
+                   help="a recipe: batch size, epochs, schedule, weight decay, optimiser, arch; "
+                        f"binary presets: {BINARY_FROM_FP}")
     add_arguments(p, TRAIN_OPTIONS, unset=TRAIN_UNSET)
     p.add_argument("--download", action="store_true",
                    help="download CIFAR-10/100 into --data if it is not there")
@@ -67,6 +71,9 @@ def register(subparsers: Any) -> None:
                                  "the resumable state goes beside it as <name>.last.pt")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>'s .last.pt state (epochs may be raised)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing <out> and its .last.pt (without it, an existing "
+                        "checkpoint is refused, never overwritten)")
     p.set_defaults(func=main)
 
 
@@ -95,6 +102,18 @@ def overrides(args: argparse.Namespace, values: dict[str, Any]) -> dict[str, Any
     return {name: given[name] for name in OVERRIDES if given.get(name) is not None}
 
 
+def refuse_overwrite(out: str) -> None:
+    """ConfigError when a new training would replace `out` or its resumable state: a second
+    run with the same --out (the default one, say) must not silently lose a better model."""
+    from bsnn.training_state import last_state_path
+
+    for path in (Path(out), last_state_path(out)):
+        if os.path.lexists(path):
+            raise ConfigError(f"{path} exists already: this training would overwrite it",
+                              "pass --out NEW.pt to keep it, --force to replace it, or "
+                              "--resume to continue its training")
+
+
 def main(args: argparse.Namespace) -> int:
     from bsnn import train as training
     from bsnn.distributed import world
@@ -105,6 +124,8 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or f"{recipe.dataset}-{'binary' if recipe.binary else 'fp'}.pt"
     if args.resume:
         recipe = replace(training.resume_recipe(out), **changes)
+    elif not args.force:
+        refuse_overwrite(out)
     w = world()
 
     # under torchrun the other ranks train silently (train() reports progress on rank 0 only)
@@ -157,12 +178,15 @@ class TrainPrinter:
             )
 
     def started(self, event: TrainStart) -> None:
+        from bsnn.records import plural
+
         r = event.recipe
         self.console.print(
             f"training {r.model_arch}{f' x{r.width:g}' if r.width != 1 else ''}"
             f"{f' (binary, {r.binarize})' if r.binary else ''} on {r.dataset}"
             f"{f' from {r.init}' if r.init else ''}: "
-            f"{event.train_size} train / {event.val_size} val images, {r.epochs} epochs, "
+            f"{event.train_size} train / {plural(event.val_size, 'val image')}, "
+            f"{plural(r.epochs, 'epoch')}, "
             f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, device {event.device}"
             + (f" x {event.world_size} processes (DistributedDataParallel)"
                if event.world_size > 1 else "")

@@ -14,6 +14,7 @@ Binary layers are materialised as plain conv/linear holding their exact +-alpha 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,7 @@ from bsnn.models.binary import BinaryLayer
 WEIGHTED = (nn.Conv2d, nn.Linear)
 LINEAR_OPS = (nn.AvgPool2d, nn.Flatten)
 IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+Drop = Callable[[torch.Tensor, float], torch.Tensor]  # (activations, p) -> dropped out
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 POOLS = (nn.AvgPool2d, nn.MaxPool2d)
 
@@ -43,6 +45,9 @@ class Group:
     relu: bool = False
     binary: bool = False
     sources: list[str] = field(default_factory=list)
+    # The model's dropouts, kept for the original's calibration only (it leaves them active):
+    # (before which op: len(ops) means after all of them, before the ReLU; drop probability)
+    dropouts: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def weighted(self) -> list[nn.Module]:
@@ -58,12 +63,24 @@ class Group:
         pooling (a conv before a pooling gets a pass-through layer, a pooling an IF layer)."""
         return sum(isinstance(op, WEIGHTED + POOLS) for op in self.ops)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for op in self.ops:
+    def forward(self, x: torch.Tensor, drop: Drop | None = None) -> torch.Tensor:
+        """The group's output; `drop(x, p)` applies the model's dropouts where it has them
+        (the original's calibration), else they are the identity they are at inference."""
+        for i, op in enumerate(self.ops):
+            x = self._dropped(x, i, drop)
             x = op(x)
+        x = self._dropped(x, len(self.ops), drop)
         if self.bias is not None:
             x = x + self.bias.view(-1, *([1] * (x.dim() - 2)))
         return torch.relu(x) if self.relu else x
+
+
+    def _dropped(self, x: torch.Tensor, position: int, drop: Drop | None) -> torch.Tensor:
+        if drop is not None:
+            for at, p in self.dropouts:
+                if at == position:
+                    x = drop(x, p)
+        return x
 
 
 def _leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -179,6 +196,8 @@ def extract_chain(model: nn.Module) -> list[Group]:
             current.ops.append(copy.deepcopy(module))
             current.sources.append(path)
         elif isinstance(module, IDENTITY):
+            if type(module) is nn.Dropout and module.p > 0:
+                current.dropouts.append((len(current.ops), float(module.p)))
             continue
         else:
             advice = ADVICE.get(type(module), "bsnn converts conv, linear, avg-pool, max-pool "
@@ -195,12 +214,13 @@ def extract_chain(model: nn.Module) -> list[Group]:
     return groups
 
 
-def chain_forward(groups: list[Group], x: torch.Tensor,
-                  keep: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The ANN as the chain computes it; with `keep`, every ReLU output too."""
+def chain_forward(groups: list[Group], x: torch.Tensor, keep: bool = False,
+                  drop: Drop | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The ANN as the chain computes it; with `keep`, every ReLU output too; with `drop`, its
+    dropouts active (see Group.forward)."""
     acts = []
     for g in groups:
-        x = g.forward(x)
+        x = g.forward(x, drop)
         if keep and g.relu:
             acts.append(x)
     return x, acts

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bsnn.conversion.chain import POOLS, WEIGHTED, Group, chain_forward, extract_chain
+from bsnn.conversion.chain import POOLS, WEIGHTED, Drop, Group, chain_forward, extract_chain
 from bsnn.conversion.percentile import StreamingPercentile, check_percentile
 from bsnn.conversion.synapses import synapse_fan_out
 from bsnn.errors import ConfigError, ConversionError
@@ -49,14 +49,31 @@ def check_chain(model: nn.Module, groups: list[Group], x: torch.Tensor) -> None:
         )
 
 
+def seeded_dropout(seed: int) -> Callable[[], Drop]:
+    """A maker of dropout functions whose masks are drawn from a generator seeded with `seed`
+    at each call of the maker: every pass over the same batches drops the same activations, so
+    a percentile computed over several passes stays exact."""
+    def make() -> Drop:
+        generators: dict[torch.device, torch.Generator] = {}
+
+        def drop(x: torch.Tensor, p: float) -> torch.Tensor:
+            if x.device not in generators:
+                generators[x.device] = torch.Generator(x.device).manual_seed(seed)
+            keep = torch.rand(x.shape, generator=generators[x.device], device=x.device) >= p
+            return x * keep / (1 - p)
+        return drop
+    return make
+
+
 def threshold_percentiles(
     groups: list[Group], batches: Batches, percentile: float, per_channel: bool,
-    progress: PassProgress | None = None,
+    progress: PassProgress | None = None, dropout: Callable[[], Drop] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
     """lambda per ReLU group (exact percentile over all images `batches` yields, eval mode), the
     max activation per group, and max |input|: what the thresholds are set from. `progress`
     hears after each pass how many groups are exact (a pass over many images can take
-    minutes)."""
+    minutes). `dropout`: the model's dropouts active, the same masks each pass (the original's
+    calibration, which leaves the model in training mode)."""
     relu_groups = [g for g in groups if g.relu]
     estimators = [StreamingPercentile(percentile, per_channel) for _ in relu_groups]
     input_max = 0.0
@@ -64,10 +81,11 @@ def threshold_percentiles(
     passes = 0
     with torch.no_grad():
         while not all(e.done for e in estimators):
+            drop = dropout() if dropout is not None else None
             for x in batches():
                 if first and len(x):
                     input_max = max(input_max, float(x.abs().max()))
-                _, acts = chain_forward(groups, x, keep=True)
+                _, acts = chain_forward(groups, x, keep=True, drop=drop)
                 for est, a in zip(estimators, acts, strict=True):
                     if not est.done:
                         est.update(a)
@@ -135,20 +153,24 @@ def convert(
     granularity: str = "layer",
     binary_weights: str = "alpha",
     progress: PassProgress | None = None,
+    dropout_seed: int | None = None,
 ) -> Conversion:
     """Convert `model` (eval mode), its thresholds set from the images that `batches()` yields.
 
     `batches` is called once per percentile pass (about three) and must yield the same images
     each time, on the model's device. `progress(pass, exact, layers)` is called after each
-    pass.
+    pass. `dropout_seed`: calibrate with the model's dropouts active, as the original does
+    (`--protocol original`), their masks drawn from that seed.
     """
     check_options(percentile, granularity, binary_weights)
     model.eval()
     groups = extract_chain(model)
     sample = _first_batch(batches)
     check_chain(model, groups, sample[:8])
+    dropout = None if dropout_seed is None else seeded_dropout(dropout_seed)
     lambdas, maxima, input_max = threshold_percentiles(groups, batches, percentile,
-                                                       granularity == "channel", progress)
+                                                       granularity == "channel", progress,
+                                                       dropout)
     with torch.no_grad():
         _, acts = chain_forward(groups, sample[:1], keep=True)
         out_shape = tuple(chain_forward(groups, sample[:1])[0].shape[1:])

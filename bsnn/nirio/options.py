@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from bsnn.errors import ConfigError
+from bsnn.options import EXPORT_OPTIONS, NETWORK_OPTIONS
+
+__all__ = ["CARRIED", "EXPORT_DEFAULTS", "EXPORT_OPTIONS", "FORMAT", "NETWORK_OPTIONS", "POOLINGS",
+           "check_carried"]
 
 FORMAT = 1  # of the "bsnn" entry in the graph's metadata
 POOLINGS = ("sum", "avg")  # sum: SumPool2d, 1/k^2 folded into the next neurons; avg: AvgPool2d
-EXPORT_OPTIONS = ("time", "v0", "reset", "propagation", "encoding", "readout_delay",
-                  "batch_size", "seed")
 # Simulation options a NIR graph cannot carry: the one value it can, and why.
 CARRIED = {
     "reset": ("subtract", "NIR's IF neurons are written with bsnn's reset by subtraction"),
@@ -22,11 +24,9 @@ CARRIED = {
                  "its input at every step"),
     "readout_delay": (0, "NIR's output node has no readout delay"),
 }
-# The run options that shape an exported network (the CLI's `bsnn export` flags).
-NETWORK_OPTIONS = ("model", "dataset", "data", "arch", "width", "normalize", "device",
-                   "percentile", "batch_size", "norm", "seed", "threshold_granularity",
-                   "binary_weights", "snn_calibration", "snn_calibration_size", "val_split",
-                   "image_size", *EXPORT_OPTIONS)
+# An export's defaults for those: the values NIR carries (a run's default propagation, the
+# original's delayed timing, has no NIR form; same-step is what NIR simulators do).
+EXPORT_DEFAULTS = {name: value for name, (value, _) in CARRIED.items()}
 
 
 def check_carried(values: Mapping[str, Any]) -> None:

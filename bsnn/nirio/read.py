@@ -31,7 +31,8 @@ def from_nir(path: str | os.PathLike[str], *, device: str = "auto") -> Converted
     flatten ops each ending in IF neurons, the last in the Output) as a ConvertedNetwork on
     `device`; `bsnn.simulate` runs it. A file bsnn wrote gives its network back exactly: the
     same spikes. Anything else is a CheckpointError naming the node and what bsnn reads."""
-    from bsnn.api import CONVERT_OPTIONS, ConvertedNetwork
+    from bsnn.api import ConvertedNetwork
+    from bsnn.options import CONVERT_OPTIONS
 
     nir = load_nir()
     graph = _read(nir, Path(path))

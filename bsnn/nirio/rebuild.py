@@ -12,7 +12,7 @@ from bsnn.devices import resolve_device
 from bsnn.errors import CheckpointError, ConfigError
 from bsnn.nirio.options import EXPORT_OPTIONS, NETWORK_OPTIONS, POOLINGS, check_carried
 from bsnn.nirio.write import to_nir
-from bsnn.options import OPTION
+from bsnn.options import CONVERT_OPTIONS, OPTION
 from bsnn.snn.network import SpikingNetwork
 
 
@@ -30,7 +30,7 @@ def export(values: Mapping[str, Any], path: str | os.PathLike[str],
                               width=values["width"], data=values["data"])
     meta = getattr(net, "meta", None)
     dataset = values["dataset"] or (meta.dataset if meta is not None else "cifar100")
-    snn = api.convert(net, dataset, **{k: values[k] for k in api.CONVERT_OPTIONS if k in values})
+    snn = api.convert(net, dataset, **{k: values[k] for k in CONVERT_OPTIONS if k in values})
     written = to_nir(snn, path, pooling=pooling, **{k: values[k] for k in EXPORT_OPTIONS})
     return written, snn.network
 
@@ -40,10 +40,10 @@ def run_values(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], list[di
     path, and its layers' thresholds (to check the network rebuilt against). CheckpointError
     when the checkpoint is gone or has changed since the run."""
     from bsnn.events import Resolved, Started, Thresholds
-    from bsnn.run import file_sha256
-    from bsnn.rundir import run_events
+    from bsnn.pipeline.inputs import file_sha256
+    from bsnn.runfolder import RunFolder
 
-    events = run_events(run_dir)
+    events = RunFolder(Path(run_dir)).events()
     started = next((e for e in events if isinstance(e, Started)), None)
     if started is None:
         raise ConfigError(f"{run_dir} is not a run folder (no events.jsonl with a start)",

@@ -15,7 +15,8 @@ from bsnn.conversion import Conversion
 from bsnn.errors import ConfigError
 from bsnn.nirio.common import load_nir
 from bsnn.nirio.graph import Graph
-from bsnn.nirio.options import EXPORT_OPTIONS, FORMAT, POOLINGS, check_carried
+from bsnn.nirio.options import EXPORT_DEFAULTS, FORMAT, POOLINGS, check_carried
+from bsnn.options import EXPORT_OPTIONS, keyword_values
 from bsnn.snn.network import SpikingNetwork
 
 if TYPE_CHECKING:
@@ -28,12 +29,10 @@ def to_nir(snn: ConvertedNetwork, path: str | os.PathLike[str], *, pooling: str 
     simulation's that shape the network (EXPORT_OPTIONS: `v0` and, for an SNN calibration,
     which needs a simulation, `time`, `batch_size`, `seed`); those NIR cannot carry are
     refused. `pooling`: sum (SumPool2d, read by most simulators) or avg (AvgPool2d)."""
-    from bsnn.api import _options
-
     nir = load_nir()
     if pooling not in POOLINGS:
         raise ConfigError(f"pooling {pooling!r} is not known", f"use one of: {', '.join(POOLINGS)}")
-    o = _options(options, EXPORT_OPTIONS, "to_nir")
+    o = keyword_values({**EXPORT_DEFAULTS, **options}, EXPORT_OPTIONS, "to_nir")
     check_carried(o)
     network = _calibrated(snn, o).network.to("cpu")
     graph = Graph(nir, pooling)
@@ -45,20 +44,21 @@ def to_nir(snn: ConvertedNetwork, path: str | os.PathLike[str], *, pooling: str 
 
 
 def _calibrated(snn: ConvertedNetwork, o: Mapping[str, Any]) -> Conversion:
-    """The conversion with its SNN calibration applied (on a copy), as a run simulates it."""
+    """The conversion with its SNN calibration applied (on a copy), by the runner's own stage
+    with the run's options, as a run of these options simulates it."""
     if snn.snn_images is None:
         return snn.conversion
+    from bsnn.config import RunConfig
     from bsnn.data import make_loader
-    from bsnn.run import snn_calibrated
-    from bsnn.snn.options import SimOptions
+    from bsnn.pipeline.stages import sim_options, snn_calibrated
 
     def batches() -> Any:
         for x, _ in make_loader(snn.snn_images, o["batch_size"], seed=o["seed"]):
             yield x.to(snn.device)
 
-    sim = SimOptions(time=o["time"], v0=o["v0"], seed=o["seed"])
-    conversion, _ = snn_calibrated(snn.conversion, batches, len(snn.snn_images), sim,
-                                   snn.options["snn_calibration"])
+    config = RunConfig(**{**snn.options, **o})
+    conversion, _ = snn_calibrated(snn.conversion, batches, len(snn.snn_images),
+                                   sim_options(config), config.snn_calibration)
     return conversion
 
 

@@ -11,26 +11,33 @@ Only running counters are kept (spikes and synaptic operations per layer and ste
 predictions per step), never rasters, and they stay on the device until the batch ends: nothing
 in the time loop waits for the host.
 
-Precision (`SimOptions.precision`): layer currents are float32, and full-precision layers stay
-IEEE float32 on CUDA too (cuDNN's own default for convolutions is TF32) unless `tf32` is asked
-for. A layer of +-1 weights fed 0/1 spikes (`--binary-weights sign`) may take float16 exactly:
-see `ExactHalf`.
+Precision (`SimOptions.precision`, bsnn.snn.precision): layer currents are float32; +-1 layers
+fed 0/1 spikes may sum exactly in float16 (CUDA) or int8 (CPU), the same sums bit for bit;
+`Engine.arithmetic` says which each layer ran. Around an int8 layer the engine lays its maps
+out channels-last (oneDNN's layout for them) and writes the spikes that feed one as int8, so
+the kernels take them as they are. On CPU the currents of big maps (16x16 and up) are made a
+few images at a time, whatever the chunk, to bound the transient maps. A batch runs with
+denormals flushed (`flush_denormals`, on every intra-op thread).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from bsnn.snn.denormals import flush_denormals
 from bsnn.snn.encoding import poisson_steps
-from bsnn.snn.network import SpikingLayer, SpikingNetwork
+from bsnn.snn.exact import HALF_EXACT, ExactHalf, HalfCurrent, half_exact_ops
+from bsnn.snn.network import SpikingNetwork
 from bsnn.snn.options import SimOptions
+from bsnn.snn.precision import ARITHMETIC, LayerPath, fp32_precision, layer_currents, plan_currents
+from bsnn.snn.totals import SpikeTotals
+
+__all__ = ["ARITHMETIC", "HALF_EXACT", "BatchCounts", "Engine", "ExactHalf", "HalfCurrent",
+           "choose_chunk", "flush_denormals", "fp32_precision", "half_exact_ops",
+           "layer_currents"]
 
 
 @dataclass
@@ -44,151 +51,168 @@ class BatchCounts:
 
 
 CPU_CONV_BATCH = 32  # images per conv call below which chunking pays on CPU
+CPU_INT8_BATCH = 64  # the same where layers run int8
 
 
 def choose_chunk(net: SpikingNetwork, batch: int, time: int, device: torch.device,
-                 budget_bytes: int = 256 << 20) -> int:
+                 budget_bytes: int = 256 << 20, int8: bool = False) -> int:
     """Steps per chunk. On CPU enough steps that each conv call sees at least 32 images: small
     batches leave mkldnn's convolutions underused (measured in turns, medians: vgg8ab batch 8
     at T=32 took 0.52 s a batch in 1-step chunks, 0.25 s in 4; vgg15ab batch 8 went from 1.14x
     to 0.87x the dense floor), while at batch 32 the IF work runs fastest one step at a time,
     its maps in cache (vgg8ab: 2 steps 13 % slower; vgg15ab: 10 % faster, not taken). On CUDA
     the largest chunk whose widest layer's spike and current maps fit the budget: fewer,
-    bigger kernel launches."""
+    bigger kernel launches. Where layers run int8 (`int8`), 64 images a call on CPU: the int8
+    kernels are so much cheaper that their fixed costs and the threads' synchronisation per
+    call show (binary vgg15ab at T=16, two threads, best of 5 in turns: batch 32 0.49 s in
+    1-step chunks, 0.42 in 2, 0.40 in 3; batch 16 0.26 in 2 steps, 0.23 in 4, 0.24 in 8)."""
     if device.type != "cuda":
-        return max(1, min(time, -(-CPU_CONV_BATCH // batch)))
+        images = CPU_INT8_BATCH if int8 else CPU_CONV_BATCH
+        return max(1, min(time, -(-images // batch)))
     widest = max(layer.neurons for layer in net.layers)
     per_step = 2 * 4 * widest * batch  # spikes + currents, float32
     return max(1, min(time, budget_bytes // max(per_step, 1)))
 
 
-HALF_EXACT = 2048  # float16 holds every integer of magnitude <= 2**11
-_SPIKE_PRESERVING = (nn.Flatten, nn.Dropout, nn.Identity)  # 0/1 in, 0/1 out
+def _maps(lead: tuple[int, ...], shape: tuple[int, ...], dtype: torch.dtype,
+          device: torch.device, channels_last: bool) -> torch.Tensor:
+    """An empty (*lead, *shape) tensor; channels-last (C innermost in memory) where asked, so
+    that (*lead) flattened is a channels-last batch of maps, a view."""
+    if not channels_last:
+        return torch.empty((*lead, *shape), dtype=dtype, device=device)
+    c, h, w = shape
+    return torch.empty((*lead, h, w, c), dtype=dtype, device=device).movedim(-1, -3)
 
 
-class ExactHalf(nn.Module):
-    """A +-1 conv or linear on 0/1 spikes in float16 with the float32 result, bit for bit.
-
-    The input channels are split into groups of fan-in <= 2048, so every partial sum (in any
-    order, with any accumulator) is an integer of magnitude <= 2048, which float16 holds
-    exactly; each group's sum is made float32 and the groups add in float32 (exact below
-    2**24). bfloat16 would hold integers only up to 256, and no conv in torch returns float32
-    from bfloat16 inputs, so it is not used. An algorithm that transforms its operands
-    (Winograd, FFT) could still round: `benchmarks/gpu_check.sh` compares spike counts on CUDA.
-    """
-
-    def __init__(self, op: nn.Conv2d | nn.Linear) -> None:
-        super().__init__()
-        w = op.weight.detach()
-        per_channel = w[0, 0].numel()  # kh * kw for a conv, 1 for a linear
-        groups = math.ceil(w.shape[1] * per_channel / HALF_EXACT)
-        size = math.ceil(w.shape[1] / groups)
-        self.bounds = [(c, min(c + size, w.shape[1])) for c in range(0, w.shape[1], size)]
-        self.weights = [w[:, a:b].half().contiguous() for a, b in self.bounds]
-        self.conv = {"stride": op.stride, "padding": op.padding,
-                     "dilation": op.dilation} if isinstance(op, nn.Conv2d) else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        half = x.half()
-        out: torch.Tensor | None = None
-        for (a, b), w in zip(self.bounds, self.weights, strict=True):
-            part = half[:, a:b]
-            y = (F.conv2d(part, w, **self.conv) if self.conv is not None
-                 else F.linear(part, w)).float()
-            out = y if out is None else out.add_(y)
-        assert out is not None
-        return out
-
-
-def _is_sign_op(op: nn.Module) -> bool:
-    """A plain conv or linear whose weights are all +-1 (its forward then is F.conv2d/linear
-    with them, binary layers included: sign(w) x mean|w| = w)."""
-    if isinstance(op, nn.Conv2d):
-        if op.groups != 1 or op.padding_mode != "zeros" or isinstance(op.padding, str):
-            return False
-    elif not isinstance(op, nn.Linear):
-        return False
-    return op.bias is None and bool(op.weight.detach().abs().eq(1).all())
-
-
-def half_exact_ops(layer: SpikingLayer, spikes_in: bool) -> nn.Sequential | None:
-    """`layer.ops` with its +-1 conv or linear made `ExactHalf`, or None where float16 would
-    not be exact: the input is not 0/1 spikes (`spikes_in` False: the analog image, or spikes
-    of per-channel amplitudes) or something other than flatten/dropout comes before it."""
-    if not spikes_in:
-        return None
-    ops = list(layer.ops)
-    for i, op in enumerate(ops):
-        if _is_sign_op(op):
-            return nn.Sequential(*ops[:i], ExactHalf(op), *ops[i + 1:])
-        if not isinstance(op, _SPIKE_PRESERVING):
-            return None
-    return None
-
-
-@contextmanager
-def fp32_precision(tf32: bool) -> Iterator[None]:
-    """cuDNN convolutions and CUDA matmuls in IEEE float32, or TF32 when asked; restored
-    after. Only torch's new flags are touched (mixing in the legacy ones is refused)."""
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision = matmul.fp32_precision = "tf32" if tf32 else "ieee"
-    try:
-        yield
-    finally:
-        conv.fp32_precision, matmul.fp32_precision = saved
+def _in_memory_order(t: torch.Tensor, ndim: int, channels_last: bool) -> torch.Tensor:
+    """(..., *neuron shape) as (..., neurons) in the order of its memory (a view of `_maps`)."""
+    return (t.movedim(-3, -1) if channels_last else t).flatten(-ndim)
 
 
 @dataclass
-class HalfCurrent:
-    """A layer's current with its +-1 conv or linear in exact float16 (`half_exact_ops`)."""
+class _Plan:
+    """How a network runs on one device: each layer's current function and arithmetic, and
+    per spiking layer the layout of its maps, the dtype of its outgoing spikes (int8 where
+    the next layer takes int8, else None: the input's) and its fan-out in memory order."""
 
-    ops: nn.Sequential
-    bias: torch.Tensor | None
-
-    def __call__(self, incoming: torch.Tensor) -> torch.Tensor:
-        out = self.ops(incoming)
-        return out if self.bias is None else out + self.bias
+    paths: list[LayerPath]
+    channels_last: list[bool]
+    spike_dtype: list[torch.dtype | None]
+    fan_out: list[torch.Tensor]  # float64
 
 
-def layer_currents(net: SpikingNetwork, precision: str,
-                   device: torch.device) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    """Each layer's current function: `layer.current`, or a HalfCurrent where the precision
-    asks for float16 on this device and it is exact. On CPU `auto` keeps float32: float16
-    convolutions are many times slower there (24x measured on AVX2)."""
-    half = precision == "fp16" or (precision in ("auto", "tf32") and device.type == "cuda")
-    out: list[Callable[[torch.Tensor], torch.Tensor]] = []
-    for i, layer in enumerate(net.layers):
-        spikes_in = i > 0 and net.layers[i - 1].spike_amplitude is None
-        ops = half_exact_ops(layer, spikes_in) if half else None
-        out.append(layer.current if ops is None else HalfCurrent(ops, layer.bias))
+def _make_plan(net: SpikingNetwork, precision: str, device: torch.device) -> _Plan:
+    """Maps are channels-last around int8 layers (their kernels' layout, in and out)."""
+    paths = plan_currents(net, precision, device)
+    int8 = [path.arithmetic == "int8-exact" for path in paths]
+    spiking = net.spiking
+    cl = [len(layer.shape) == 3 and (int8[i] or int8[i + 1]) for i, layer in enumerate(spiking)]
+    fan_out = [_in_memory_order(layer.fan_out.to(device).view(layer.shape), len(layer.shape),
+                                c).double() for layer, c in zip(spiking, cl, strict=True)]
+    return _Plan(paths, cl, [torch.int8 if int8[i + 1] else None for i in range(len(spiking))],
+                 fan_out)
+
+
+def _fire(v: torch.Tensor, threshold: torch.Tensor, reset: str, s: torch.Tensor,
+          out: torch.Tensor, counts: torch.Tensor, total: torch.Tensor | None,
+          channels_last: bool, add: bool = False) -> None:
+    """One step's spikes of integrated potentials `v`: compared into the float map `s`, reset,
+    copied to `out` (unless `s` is it), summed over the batch into `counts` (added to it with
+    `add`) and added to `total`. Reset to zero is v - v * s, exact (v - v = +0)."""
+    torch.ge(v, threshold, out=s)
+    if reset == "subtract":
+        v.addcmul_(s, threshold, value=-1.0)
+    else:
+        v.addcmul_(v, s, value=-1.0)
+    if out is not s:
+        out.copy_(s)
+    flat = _in_memory_order(s, v.dim() - 1, channels_last)
+    if add:
+        counts.add_(flat.sum(0))
+    else:
+        torch.sum(flat, 0, out=counts)
+    if total is not None:
+        total.add_(out.view(torch.uint8) if total.dtype == torch.uint8 else s)
+
+
+def _integrate(v: torch.Tensor, currents: torch.Tensor, threshold: torch.Tensor, reset: str,
+               spikes: torch.Tensor, counts: torch.Tensor, scratch: torch.Tensor | None,
+               total: torch.Tensor | None, channels_last: bool) -> None:
+    """IF over the chunk's steps: integrate, spike at v >= theta, reset; the spikes written
+    out, each step's spikes per neuron (summed over the batch, in memory order) into `counts`,
+    and added to `total` where given.
+
+    The comparison writes float 0/1 straight into the spike map (which may be `currents`
+    itself: each step's current is spent once added); where the spikes leave as int8, into the
+    step's spent current, then converted; where that is the constant input's view (no room),
+    into `scratch`, a float map of a few images, block by block. Measured for 2 M neurons:
+    torch compares into a float output vectorised and into bool or int8 not (0.8 ms against
+    3 ms, plus 3 ms to copy the bools to float; AVX-512 and AVX2 alike), and converts float
+    to int8 vectorised, not to uint8 (0.5 against 2 ms); comparing the first layer of binary
+    vgg15ab straight into int8 took 40 % of an int8 batch."""
+    narrow = spikes.dtype != v.dtype
+    for i in range(currents.shape[0]):
+        v += currents[i]
+        out = spikes[i]
+        if scratch is None:
+            _fire(v, threshold, reset, currents[i] if narrow else out, out, counts[i], total,
+                  channels_last)
+            continue
+        rows = scratch.shape[0]
+        for a in range(0, v.shape[0], rows):
+            b = min(v.shape[0], a + rows)
+            _fire(v[a:b], threshold, reset, scratch[:b - a], out[a:b], counts[i],
+                  None if total is None else total[a:b], channels_last, add=a > 0)
+
+
+SCRATCH_IMAGES = 4  # images per block where the first layer's spikes leave as int8
+BIG_MAP = 256  # positions per channel from which a current is made in pieces
+BIG_MAP_IMAGES = 8  # images per piece
+
+
+def _currents(current: Callable[[torch.Tensor], torch.Tensor],
+              incoming: torch.Tensor) -> torch.Tensor:
+    """`current(incoming)`, on CPU over BIG_MAP_IMAGES images a call where the maps are big,
+    filled into one output: their convs cost about the same per image at 8 as at 64 images
+    (measured in turns on full-precision vgg15ab, batch 32: within the noise), while larger
+    chunks (which the small maps' calls gain from) would grow the transient maps with them
+    (binary vgg15ab, batch 32: peak 49 -> 43 MB, against 24 MB for the ANN)."""
+    n = incoming.shape[0]
+    if (incoming.device.type != "cpu" or incoming.dim() < 4 or n <= BIG_MAP_IMAGES
+            or incoming[0, 0].numel() < BIG_MAP):
+        return current(incoming)
+    out: torch.Tensor | None = None
+    for a in range(0, n, BIG_MAP_IMAGES):  # filled piece by piece: no list of pieces to join
+        piece = current(incoming[a:a + BIG_MAP_IMAGES])
+        if out is None:
+            cl = piece.dim() == 4 and not piece.is_contiguous()
+            out = torch.empty((n, *piece.shape[1:]), dtype=piece.dtype, device=piece.device,
+                              memory_format=torch.channels_last if cl else torch.contiguous_format)
+        out[a:a + piece.shape[0]] = piece
+    assert out is not None
     return out
 
 
-def _initial_potential(layer: SpikingLayer, batch: int, v0: str, like: torch.Tensor):
-    v = torch.zeros((batch, *layer.shape), dtype=like.dtype, device=like.device)
-    if v0 == "half":
-        v += layer.threshold / 2
-    if layer.v_init is not None:
-        v += layer.v_init
-    return v
+@dataclass
+class _Batch:
+    """One batch's state, carried from chunk to chunk."""
+
+    v: list[torch.Tensor]  # membrane potentials
+    held: list[torch.Tensor]  # delayed: spikes held back for the next layer
+    scratch: torch.Tensor | None  # the first layer's float spikes, a few images at a time
+    spikes: torch.Tensor  # (spiking layers, T) float64
+    synops: torch.Tensor
+    correct: torch.Tensor  # (T,)
+    out_sum: torch.Tensor  # the output's summed current
+    totals: SpikeTotals | None
 
 
-def _integrate(v: torch.Tensor, currents: torch.Tensor, threshold: torch.Tensor,
-               reset: str, spikes: torch.Tensor, fired: torch.Tensor) -> None:
-    """IF over the chunk's steps: integrate, spike at v >= theta, reset; spikes written out.
-
-    `fired` is a bool scratch of v's shape: comparing into it and then copying is the fastest
-    unfused form measured on CPU (about 25 % faster than `spikes[i].copy_(v >= theta)`).
-    """
-    for i in range(currents.shape[0]):
-        v += currents[i]
-        torch.ge(v, threshold, out=fired)
-        spikes[i].copy_(fired)
-        if reset == "subtract":
-            v.addcmul_(spikes[i], threshold, value=-1.0)
-        else:
-            v.masked_fill_(fired, 0.0)
+def _device_of(net: SpikingNetwork) -> torch.device:
+    for layer in net.layers:
+        for t in (*layer.ops.parameters(), layer.threshold, layer.bias):
+            if t is not None:
+                return t.device
+    return torch.device("cpu")
 
 
 class Engine:
@@ -197,13 +221,25 @@ class Engine:
     def __init__(self, net: SpikingNetwork, options: SimOptions) -> None:
         self.net = net
         self.opt = options
-        self._currents: dict[torch.device, list[Callable[[torch.Tensor], torch.Tensor]]] = {}
+        self._plans: dict[torch.device, _Plan] = {}
+        if options.precision == "int8":
+            self._plan(_device_of(net))  # refused now rather than at the first batch
+
+    def _plan(self, device: torch.device) -> _Plan:
+        if device not in self._plans:
+            self._plans[device] = _make_plan(self.net, self.opt.precision, device)
+        return self._plans[device]
 
     def currents(self, device: torch.device) -> list[Callable[[torch.Tensor], torch.Tensor]]:
         """The layers' current functions for `device` (made once per device)."""
-        if device not in self._currents:
-            self._currents[device] = layer_currents(self.net, self.opt.precision, device)
-        return self._currents[device]
+        return [path.current for path in self._plan(device).paths]
+
+    def arithmetic(self, device: torch.device | None = None) -> list[str]:
+        """Per layer (in `net.layers` order) the arithmetic of its current on `device` (the
+        network's by default): one of ARITHMETIC ("fp32", "tf32", "fp16-exact",
+        "int8-exact"). The same figures whichever, bit for bit, but for "tf32"."""
+        device = _device_of(self.net) if device is None else torch.device(device)
+        return [path.arithmetic for path in self._plan(device).paths]
 
     def _input_currents(self, x: torch.Tensor, steps: range, constant: torch.Tensor | None,
                         rest: torch.Tensor, batch_index: int) -> torch.Tensor:
@@ -221,63 +257,104 @@ class Engine:
         enc = poisson_steps(x, self.net.input_scale, self.opt.seed, batch_index, source)
         if early:
             enc = torch.cat([x.new_zeros((early, *x.shape)), enc])
-        return first.current(enc.flatten(0, 1)).view(k, x.shape[0], *first.shape)
+        currents = first.current(enc.flatten(0, 1))  # laid out as float32's path has it
+        if self._plan(x.device).channels_last[0]:
+            currents = currents.contiguous(memory_format=torch.channels_last)
+        return currents.view(k, x.shape[0], *first.shape)
 
     @torch.no_grad()
     def run_batch(self, x: torch.Tensor, labels: torch.Tensor, batch_index: int = 0,
                   keep_totals: bool = False) -> BatchCounts:
         """Simulate one batch; `keep_totals` also returns every neuron's spike count."""
-        with fp32_precision(self.opt.precision == "tf32"):
+        with fp32_precision(self.opt.precision == "tf32"), flush_denormals():
             return self._run_batch(x, labels, batch_index, keep_totals)
+
+    def _new_batch(self, x: torch.Tensor, plan: _Plan, chunk: int, keep_totals: bool) -> _Batch:
+        layers, dev, B, T = self.net.spiking, x.device, x.shape[0], self.opt.time
+        v = [_maps((B,), layer.shape, x.dtype, dev, cl).zero_()
+             for layer, cl in zip(layers, plan.channels_last, strict=True)]
+        for t, layer in zip(v, layers, strict=True):
+            if self.opt.v0 == "half":
+                t += layer.threshold / 2
+            if layer.v_init is not None:
+                t += layer.v_init
+        held = [_maps((nxt.delay, B), layer.shape, plan.spike_dtype[i] or x.dtype, dev,
+                      plan.channels_last[i]).zero_()
+                for i, (layer, nxt) in enumerate(zip(layers, self.net.layers[1:], strict=True))
+                ] if self.opt.propagation == "delayed" else []
+        narrow = [d is not None and chunk <= 255 for d in plan.spike_dtype]
+        return _Batch(
+            v=v, scratch=None if plan.spike_dtype[0] is None else _maps(
+                (min(B, SCRATCH_IMAGES),), layers[0].shape, x.dtype, dev, plan.channels_last[0]),
+            held=held,
+            spikes=torch.zeros(len(layers), T, dtype=torch.float64, device=dev),
+            synops=torch.zeros(len(layers), T, dtype=torch.float64, device=dev),
+            correct=torch.zeros(T, dtype=torch.long, device=dev),
+            out_sum=torch.zeros((B, *self.net.output.shape), dtype=x.dtype, device=dev),
+            totals=SpikeTotals(v, narrow) if keep_totals else None)
 
     def _run_batch(self, x: torch.Tensor, labels: torch.Tensor, batch_index: int,
                    keep_totals: bool) -> BatchCounts:
-        net, opt = self.net, self.opt
-        current = self.currents(x.device)
-        T, B = opt.time, x.shape[0]
-        layers, output = net.spiking, net.output
-        delayed = opt.propagation == "delayed"
-        chunk = opt.time_chunk or choose_chunk(net, B, T, x.device)
-        dev, dtype = x.device, x.dtype
-
-        correct = torch.zeros(T, dtype=torch.long, device=dev)
-        spikes = torch.zeros(len(layers), T, dtype=torch.float64, device=dev)
-        synops = torch.zeros(len(layers), T, dtype=torch.float64, device=dev)
-        v = [_initial_potential(layer, B, opt.v0, x) for layer in layers]
-        fired = [torch.empty(t.shape, dtype=torch.bool, device=dev) for t in v]
-        totals = [torch.zeros_like(t) for t in v] if keep_totals else None
-        held = [torch.zeros((nxt.delay, B, *layer.shape), dtype=dtype, device=dev)
-                for layer, nxt in zip(layers, net.layers[1:], strict=True)] if delayed else []
-        out_sum = torch.zeros((B, *output.shape), dtype=dtype, device=dev)
-        first = layers[0]
-        constant_current = first.current(x) if opt.encoding == "constant" else None
-        rest_current = first.current(torch.zeros_like(x[:1]))  # the bias alone
-
+        plan, T = self._plan(x.device), self.opt.time
+        int8 = any(path.arithmetic == "int8-exact" for path in plan.paths)
+        chunk = self.opt.time_chunk or choose_chunk(self.net, x.shape[0], T, x.device,
+                                                    int8=int8)
+        state = self._new_batch(x, plan, chunk, keep_totals)
+        first = self.net.spiking[0]
+        constant = first.current(x) if self.opt.encoding == "constant" else None  # once
+        if constant is not None and plan.channels_last[0]:
+            constant = constant.contiguous(memory_format=torch.channels_last)
+        delayed = self.opt.propagation == "delayed"  # steps before the input: the bias alone
+        rest = first.current(torch.zeros_like(x[:1])) if delayed else x.new_zeros(())
         for t0 in range(0, T, chunk):
             steps = range(t0, min(T, t0 + chunk))
-            k = len(steps)
-            currents = self._input_currents(x, steps, constant_current, rest_current,
-                                            batch_index)
-            for i, layer in enumerate(layers):
-                s = torch.empty((k, B, *layer.shape), dtype=dtype, device=dev)
-                _integrate(v[i], currents, layer.threshold, opt.reset, s, fired[i])
-                if totals is not None:
-                    totals[i] += s.sum(0)
-                per_neuron = s.view(k, B, -1).sum(1)  # (k, neurons)
-                spikes[i, t0:t0 + k] = per_neuron.sum(1, dtype=torch.float64)
-                synops[i, t0:t0 + k] = per_neuron.double() @ layer.fan_out.double()
-                if delayed:  # what the next layer receives: spikes of `delay` steps earlier
-                    both = torch.cat([held[i], s])
-                    s, held[i] = both[:k], both[k:]
-                if layer.spike_amplitude is not None:
-                    s = s * layer.spike_amplitude
-                nxt = layers[i + 1] if i + 1 < len(layers) else output
-                currents = current[i + 1](s.flatten(0, 1)).view(k, B, *nxt.shape)
-            if t0 < opt.readout_delay:
-                currents = currents.clone()
-                currents[: opt.readout_delay - t0] = 0
-            running = out_sum + currents.cumsum(0)
-            out_sum = running[-1]
-            predicted = running.flatten(2).argmax(-1)  # (k, B)
-            correct[t0:t0 + k] = (predicted == labels[None]).sum(1)
-        return BatchCounts(correct, spikes, synops, totals)
+            currents = self._input_currents(x, steps, constant, rest, batch_index)
+            owned = constant is None or currents.data_ptr() != constant.data_ptr()
+            out = self._through_layers(currents, owned, steps, plan, state)
+            self._read_out(out, steps, labels, state)
+        totals = None if state.totals is None else state.totals.result()
+        return BatchCounts(state.correct, state.spikes, state.synops, totals)
+
+    def _through_layers(self, currents: torch.Tensor, owned: bool, steps: range, plan: _Plan,
+                        state: _Batch) -> torch.Tensor:
+        """A chunk through every spiking layer; returns the output layer's currents. `owned`:
+        the first layer's currents may be written over (not the constant input's view)."""
+        k, t0, B = len(steps), steps.start, currents.shape[1]
+        dev, dtype = currents.device, currents.dtype
+        totals = None if state.totals is None else state.totals.counters(k)
+        for i, layer in enumerate(self.net.spiking):
+            cl, out_dtype = plan.channels_last[i], plan.spike_dtype[i]
+            s = currents if owned and out_dtype is None else _maps(
+                (k, B), layer.shape, out_dtype or dtype, dev, cl)
+            counts = torch.empty((k, layer.neurons), dtype=dtype, device=dev)
+            scratch = None if owned or out_dtype is None else state.scratch
+            _integrate(state.v[i], currents, layer.threshold, self.opt.reset, s, counts,
+                       scratch, None if totals is None else totals[i], cl)
+            del currents  # freed before the next layer's are made
+            owned = True  # every later layer's currents are its own
+            state.spikes[i, t0:t0 + k] = counts.sum(1, dtype=torch.float64)
+            state.synops[i, t0:t0 + k] = counts.double() @ plan.fan_out[i]
+            if state.held:  # what the next layer receives: spikes of `delay` steps earlier
+                both = torch.cat([state.held[i], s])
+                s, state.held[i] = both[:k], both[k:]
+            if layer.spike_amplitude is not None:
+                s = s * layer.spike_amplitude
+            incoming = s.flatten(0, 1)
+            if cl and plan.spike_dtype[i] is None:  # a float op: as float32's path lays it out
+                incoming = incoming.contiguous()
+            currents = _currents(plan.paths[i + 1].current, incoming).view(
+                k, B, *self.net.layers[i + 1].shape)
+            del s, incoming
+        return currents
+
+    def _read_out(self, currents: torch.Tensor, steps: range, labels: torch.Tensor,
+                  state: _Batch) -> None:
+        """The output's running sum and each step's correct predictions."""
+        k, t0, delay = len(steps), steps.start, self.opt.readout_delay
+        if t0 < delay:
+            currents = currents.clone()
+            currents[: delay - t0] = 0
+        running = state.out_sum + currents.cumsum(0)
+        state.out_sum = running[-1]
+        predicted = running.flatten(2).argmax(-1)  # (k, B)
+        state.correct[t0:t0 + k] = (predicted == labels[None]).sum(1)

@@ -14,10 +14,12 @@ PROPAGATIONS = ("same-step", "delayed")  # delayed: a step per layer of the orig
 RESETS = ("subtract", "zero")
 INITIAL_POTENTIALS = ("zero", "half")  # half: theta / 2
 ENCODINGS = ("constant", "poisson")
-# auto: fp32, but on CUDA the +-1 layers fed 0/1 spikes take float16, which is exact there;
-# fp16: the same on any device (slow on CPUs without float16 units); fp32: float32 everywhere;
-# tf32: auto plus TF32 on the full-precision layers (CUDA; not exact)
-PRECISIONS = ("auto", "fp32", "fp16", "tf32")
+# auto: fp32, but the +-1 layers fed 0/1 spikes take int8 on a CPU with int8 dot-product units
+# (VNNI, AMX) and float16 on CUDA, both exact; fp16: exact float16 on any device (slow on CPUs
+# without float16 units); int8: exact int8 on every layer that can (CPU; refused where a binary
+# layer or the machine cannot); fp32: float32 everywhere; tf32: auto plus TF32 on the
+# full-precision layers (CUDA; not exact). bsnn.snn.precision.plan_currents decides per layer.
+PRECISIONS = ("auto", "fp32", "fp16", "int8", "tf32")
 MAX_TIME = 100_000  # beyond this a T is almost surely a typo (and exhausts patience)
 
 

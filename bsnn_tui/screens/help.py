@@ -13,30 +13,40 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from bsnn.exports import EXPORT_FILES
+
+EXPORTS = ", ".join(EXPORT_FILES)  # what `e` writes, named as the exporter names it
 KEYS = (
-    ("s", "start a run with the form's values (Enter in a field does too)"),
-    ("c", "cancel the running run (or the attached one on screen): it stops after the batch "
-          "in flight and keeps what was done"),
-    ("e", "export summary.json, per_timestep.csv, layers.csv, summary.md, accuracy.png"),
+    ("ctrl+s", "start a run with the form's values (so do Enter in a field and Enter on "
+               "Start)"),
+    ("c", "cancel the running run (or the attached one on screen), after you say yes: it "
+          "stops after the batch in flight and keeps what was done"),
+    ("e", f"export {EXPORTS}"),
     ("n", "back to the form for a new run"),
     ("r", "the runs in the job dir: Space marks runs to overlay, Enter opens one"),
     ("Esc", "leave a text field, or go back"),
     ("Tab", "next field or panel; arrow keys scroll a panel"),
     ("ctrl+p", "command palette: every action by name"),
-    ("q", "quit: an in-process run is cancelled (its log is kept), a detached one goes on"),
+    ("?", "this help"),
+    ("q", "quit: a detached run goes on; an in-process run would stop, so it asks first "
+          "(its log is kept)"),
 )
+# Rich markup: names of keys and commands in bold (the help is not Markdown).
 PANELS = """\
-accuracy vs t — the SNN's accuracy at each time step; the grey line is the ANN's accuracy on \
-the same images, the green line the step from which the SNN stays within 1 point of it.
-layers — per layer: its threshold (a range when set per channel), synaptic operations per \
-image, its firing rate at each step (how long it takes to settle) and on average, beside \
-the rate its ANN activation predicts.
+[bold]accuracy vs t[/] — the SNN's accuracy at each time step; the grey line is the ANN's \
+accuracy on the same images, the green line the step from which the SNN stays within 1 point \
+of it.
+[bold]layers[/] — per layer: its threshold (a range when set per channel), synaptic operations \
+per image, its firing rate at each step (how long it takes to settle) and on average, beside \
+the rate its ANN activation predicts. A narrow terminal leaves out the per-step heatmap and the \
+bars, never a figure.
 
-A run keeps going when you leave its screen; `r` finds it again. Every figure comes from the \
-run's events.jsonl, so `bsnn-tui --attach RUN_DIR` shows a run started elsewhere.
+A run keeps going when you leave its screen; [bold]r[/] finds it again. Every figure comes from \
+the run's events.jsonl, so [bold]bsnn-tui --attach RUN_DIR[/] shows a run started elsewhere.
 
-Run mode: detached starts the engine as a process of its own that outlives the dashboard and \
-the terminal; in-process runs it inside the dashboard; auto is detached on CUDA."""
+Run mode: [bold]detached[/] starts the engine as a process of its own that outlives the \
+dashboard and the terminal; [bold]in-process[/] runs it inside the dashboard; [bold]auto[/] is \
+detached on CUDA."""
 
 
 class HelpScreen(ModalScreen[None]):
@@ -51,7 +61,8 @@ class HelpScreen(ModalScreen[None]):
         for key, does in KEYS:
             keys.add_row(key, does)
         with VerticalScroll(id="help"):
-            yield Static(Group(Text("bsnn-tui keys", style="bold"), keys, Text(), Text(PANELS)))
+            yield Static(Group(Text("bsnn-tui keys", style="bold"), keys, Text(),
+                               Text.from_markup(PANELS)))
 
     def on_mount(self) -> None:
         self.query_one("#help").border_title = "help · Esc closes"

@@ -2,6 +2,10 @@
 
 The same screen shows a run this app started, a run another process is writing (followed
 through its events.jsonl) and a finished run read from disk: all three are just a RunFeed.
+
+Its layout does not move while a run goes on: the plot and the layers panel split the height in
+fixed shares, and every table column is as wide from the start as its figures will be. Below
+NARROW columns the heatmap and the bars are left out (app.tcss), so every figure fits at 80x24.
 """
 
 from __future__ import annotations
@@ -13,20 +17,23 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, ScrollableContainer
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from bsnn.report import run_title, summarize, write_exports
+from bsnn.events import Event
+from bsnn.records import run_title
+from bsnn.runfolder import RunFolder
+from bsnn.summary import Summary, summarize
 from bsnn_tui import producers
 from bsnn_tui.feed import Problem, RunFeed
 from bsnn_tui.widgets.accuracy import AccuracyPlot
 from bsnn_tui.widgets.heatmap import RateHeatmap
 from bsnn_tui.widgets.log import RunLog
 from bsnn_tui.widgets.progress import RunProgress
-from bsnn_tui.widgets.rates import FiringRateBars
-from bsnn_tui.widgets.thresholds import ThresholdsTable
+from bsnn_tui.widgets.rates import FiringRateBars, FiringRates
+from bsnn_tui.widgets.thresholds import ThresholdsTable, energy_ratio
 
 REDRAW_S = 0.25
 # New figures wait until the panels have shown the last ones this long: a person reads them
@@ -35,6 +42,7 @@ PANELS_S = 1.0
 # A followed run can die without a last word; re-check its status now and then even when
 # no event arrived (every this many redraw ticks).
 RECHECK_TICKS = 8
+NARROW = 100  # columns below which the screen has the class -narrow
 
 
 class RunScreen(Screen[None]):
@@ -43,12 +51,14 @@ class RunScreen(Screen[None]):
         Binding("n", "app.new_run", "New run"),
     ]
     TITLE = "bsnn"
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"),
+                                                               (NARROW, "-wide")]
 
     def __init__(self, feed: RunFeed, follow: Path | None = None) -> None:
         super().__init__()
         self.feed = feed
         self.follow = follow
-        self.summary: dict[str, Any] = summarize([])
+        self.summary: Summary = summarize([])
         self.exported: list[Path] = []
         self._seen = 0
         self._ticks = 0
@@ -62,11 +72,12 @@ class RunScreen(Screen[None]):
         with Horizontal(id="top"):
             yield AccuracyPlot(id="accuracy")
             yield RunLog(id="log")
-        # Three panels whose rows are the same layers, side by side, scrolled together.
-        with VerticalScroll(id="layers"), Horizontal(id="layer-rows"):
+        # Tables whose rows are the same layers, side by side, scrolled together.
+        with ScrollableContainer(id="layers"), Horizontal(id="layer-rows"):
             yield ThresholdsTable(id="thresholds")
+            yield FiringRates(id="rates")
+            yield FiringRateBars(id="bars")
             yield RateHeatmap(id="heatmap")
-            yield FiringRateBars(id="rates")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -97,19 +108,23 @@ class RunScreen(Screen[None]):
             return
         self._state, self._drawn_at = state, now
         events = self.feed.events()
-        before = self.summary["status"]
+        before = self.summary.status
         self.summary = summary = summarize(events)
-        if summary["status"] != before:
+        if summary.status != before:
             self.app.refresh_bindings()  # `c` cancels only a run that is still going
         # the run id is on the status line; the header says what runs (the resolved record)
-        self.title = run_title(summary) if summary["run_id"] else "bsnn: starting"
+        self.title = run_title(summary) if summary.run_id else "bsnn: starting"
         self.sub_title = self.mode()
         self.query_one(RunProgress).show(summary, self.feed.why_failed(summary),
                                          self.feed.active)
         self.query_one(AccuracyPlot).show_run(summary)
+        self.query_one(FiringRates).show(summary)
         self.query_one(FiringRateBars).show(summary)
         self.query_one(RateHeatmap).show(summary)
         self.query_one(ThresholdsTable).show(summary)
+        layers = self.query_one("#layers")
+        if layers.border_subtitle != (ratio := energy_ratio(summary)):
+            layers.border_subtitle = ratio
         log = self.query_one(RunLog)
         log.add(events[self._seen:])
         self._seen = len(events)
@@ -123,7 +138,7 @@ class RunScreen(Screen[None]):
         (a detached engine) writes."""
         if self.feed.detached:
             return "detached"
-        live = self.follow is not None and self.summary["status"] == "running"
+        live = self.follow is not None and self.summary.status == "running"
         return "attached" if live else ""
 
     def action_export(self) -> None:
@@ -133,8 +148,8 @@ class RunScreen(Screen[None]):
         self._export(self.feed.run_dir, self.feed.events())
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="export")
-    def _export(self, run_dir: Path, events: list[dict[str, Any]]) -> list[Path]:
-        return write_exports(run_dir, events)
+    def _export(self, run_dir: Path, events: list[Event]) -> list[Path]:
+        return RunFolder(run_dir).write_exports(events)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker

@@ -3,29 +3,30 @@
 Each row comes from list_runs: the summary a run wrote as it ended, otherwise its own
 events.jsonl through summarize(), so a run another process is writing, a finished one and one cut
 short by a crash are all read the same way.
+
+The table fits its columns to its width (widgets/runs_table.py). Only runs with an accuracy
+curve can be marked for the overlay: one that failed before its first batch has none to show.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
+from typing import ClassVar, NamedTuple
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from bsnn.report import arch_text, model_name, run_record, run_title
-from bsnn.rundir import iter_runs
+from bsnn.jobdir import iter_runs
+from bsnn.records import arch_text, model_name, run_record, run_title
+from bsnn.summary import Summary
 from bsnn_tui.widgets.accuracy import AccuracyPlot, percent
 from bsnn_tui.widgets.progress import STATUS_STYLE
-
-if TYPE_CHECKING:
-    from bsnn_tui.app import BsnnApp
-
+from bsnn_tui.widgets.runs_table import Cells, RunsTable, cell
 
 FIRST_ROWS = 60  # more than a screenful
 ROWS_PER_CHUNK = 150
@@ -33,10 +34,17 @@ ROWS_PER_CHUNK = 150
 
 class RunEntry(NamedTuple):
     run_dir: Path
-    summary: dict[str, Any]
+    summary: Summary
 
 
 class RunsScreen(Screen[None]):
+    class OpenRun(Message):
+        """The user asked to open a run's panels; the app decides how (live or followed)."""
+
+        def __init__(self, run_dir: Path) -> None:
+            super().__init__()
+            self.run_dir = run_dir
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "mark", "Mark"),
         Binding("enter", "open", "Open", show=True),
@@ -56,20 +64,14 @@ class RunsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield RunsTable(id="runs")
         yield AccuracyPlot(id="overlay")
         yield Static(id="runs-hint")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = f"runs in {self.job_dir}"
-        table = self.query_one(DataTable)
-        table.border_title = "runs"
-        for label, key in (("", "mark"), ("run", "run"), ("status", "status"),
-                           ("acc@T", "acc"), ("ANN", "ann"), ("T", "T"), ("p", "p"),
-                           ("images", "images"), ("model", "model"), ("arch", "arch"),
-                           ("data set", "dataset"), ("device", "device")):
-            table.add_column(label, key=key)
+        self.query_one(RunsTable).border_title = "runs"
         self.query_one("#overlay").border_title = "accuracy vs t"
 
     def on_screen_resume(self) -> None:
@@ -85,10 +87,10 @@ class RunsScreen(Screen[None]):
         self.app.call_from_thread(self._begin_listing, worker)
         chunk: list[RunEntry] = []
         size = FIRST_ROWS
-        for summary in iter_runs(self.job_dir, newest_first=True):
+        for listed in iter_runs(self.job_dir, newest_first=True):
             if worker.is_cancelled:
                 return
-            chunk.append(RunEntry(Path(summary["run_dir"]), summary))
+            chunk.append(RunEntry(listed.run_dir, listed.summary))
             if len(chunk) == size:
                 self.app.call_from_thread(self._add_entries, worker, chunk)
                 chunk, size = [], ROWS_PER_CHUNK
@@ -109,19 +111,19 @@ class RunsScreen(Screen[None]):
                      ) -> None:
         if worker is not self._lister:
             return
-        table = self.query_one(DataTable)
+        table = self.query_one(RunsTable)
         if not self._listing and (chunk or done):
-            table.clear()
+            table.start_over()
         self._listing.extend(chunk)
         self.entries = self._listing
-        for e in chunk:
-            table.add_row(*self._cells(e), key=str(e.run_dir))
+        table.add_runs([(str(e.run_dir), self._cells(e)) for e in chunk])
         self._restore_cursor(chunk, done)
         if done:
             self.marked &= {e.run_dir for e in self.entries}
             self.query_one("#runs-hint", Static).update(
                 f"{len(self.entries)} runs · Enter opens · Space marks runs to overlay their "
-                f"curves" if self.entries else f"no runs in {self.job_dir} yet: start one (s)")
+                f"curves" if self.entries
+                else f"no runs in {self.job_dir} yet: start one (ctrl+s on the form)")
         if len(self.entries) == len(chunk) or done:
             self.show_overlay()
 
@@ -137,25 +139,21 @@ class RunsScreen(Screen[None]):
                 all(e.run_dir != run_dir for e in self.entries):
             table.move_cursor(row=min(row, len(self.entries) - 1))
 
-    def _cells(self, e: RunEntry) -> tuple[Text, ...]:
-        """One run's row; Text, not str, so a name with [brackets] is not read as markup."""
+    def _cells(self, e: RunEntry) -> Cells:
+        """One run's row, by column (widgets/runs_table.py picks the ones that fit)."""
         s = e.summary
         r = run_record(s)  # what ran, not what was typed
-        total = f"/{s['images_total']}" if s["images_total"] else ""
-        return (
-            Text("✓" if e.run_dir in self.marked else " "),
-            Text(e.run_dir.name),
-            Text(s["status"], style=STATUS_STYLE.get(s["status"], "")),
-            Text(percent(s["final_accuracy"])),
-            Text(percent(s["ann_accuracy"])),
-            Text(str(r["time_steps"] or "—")),
-            Text(str(r["percentile"] or "—")),
-            Text(f"{s['images']}{total}"),
-            Text(model_name(r["model"])),
-            Text(arch_text(r)),
-            Text(str(r.get("dataset") or "?")),
-            Text(str(r.get("device") or "?")),
-        )
+        total = f"/{s.images_total}" if s.images_total else ""
+        values = {
+            "mark": "✓" if e.run_dir in self.marked else " ", "run": e.run_dir.name,
+            "acc": percent(s.final_accuracy), "ann": percent(s.ann_accuracy),
+            "T": str(r["time_steps"] or "—"), "p": str(r["percentile"] or "—"),
+            "images": f"{s.images}{total}", "model": model_name(r["model"]),
+            "dataset": str(r.get("dataset") or "?"), "arch": arch_text(r),
+            "device": str(r.get("device") or "?"),
+        }
+        return {"status": cell(s.status, STATUS_STYLE.get(s.status, "")),
+                **{key: cell(value) for key, value in values.items()}}
 
     def current(self) -> RunEntry | None:
         table = self.query_one(DataTable)
@@ -164,19 +162,22 @@ class RunsScreen(Screen[None]):
         return self.entries[min(table.cursor_row, len(self.entries) - 1)]
 
     def show_overlay(self) -> None:
-        """The marked runs' curves; with none marked, the highlighted run's."""
-        chosen = [e for e in self.entries if e.run_dir in self.marked]
+        """The marked runs' curves; with none marked, the highlighted run's. A run without a
+        curve is in neither the legend nor the x axis of an overlay (it cannot be marked)."""
+        chosen = [e for e in self.entries
+                  if e.run_dir in self.marked and e.summary.accuracy_per_step]
         if not chosen and (entry := self.current()) is not None:
             chosen = [entry]
         plot = self.query_one("#overlay", AccuracyPlot)
-        steps = max((e.summary["time_steps"] for e in chosen), default=0)
+        steps = max((e.summary.time_steps for e in chosen), default=0)
         if len(chosen) == 1:
             s = chosen[0].summary
-            plot.show_curves([(chosen[0].run_dir.name, s["accuracy_per_step"])], steps,
-                             ann=s["ann_accuracy"], within=s["first_step_within_1pt"])
-            plot.border_subtitle = f"{chosen[0].run_dir.name} · {run_title(s)}"
+            plot.show_curves([(chosen[0].run_dir.name, s.accuracy_per_step)], steps,
+                             ann=s.ann_accuracy, within=s.first_step_within_1pt)
+            none = "" if s.accuracy_per_step else f" · no accuracy curve ({s.status})"
+            plot.border_subtitle = f"{chosen[0].run_dir.name} · {run_title(s)}{none}"
         else:
-            plot.show_curves([(e.run_dir.name, e.summary["accuracy_per_step"]) for e in chosen],
+            plot.show_curves([(e.run_dir.name, e.summary.accuracy_per_step) for e in chosen],
                              steps)
             plot.border_subtitle = f"{len(chosen)} runs overlaid"
 
@@ -190,15 +191,21 @@ class RunsScreen(Screen[None]):
         self.action_open()
 
     def action_mark(self) -> None:
+        """Mark or unmark the highlighted run for the overlay; a run with no curve (one that
+        ended before its first batch) would only widen the x axis and the legend."""
         entry = self.current()
         if entry is None:
             return
+        if entry.run_dir not in self.marked and not entry.summary.accuracy_per_step:
+            self.notify(f"{entry.run_dir.name} has no accuracy curve ({entry.summary.status} "
+                        f"before its first batch): nothing to overlay", severity="warning")
+            return
         self.marked ^= {entry.run_dir}
-        table = self.query_one(DataTable)
-        table.update_cell(str(entry.run_dir), "mark", "✓" if entry.run_dir in self.marked else " ")
+        mark = "✓" if entry.run_dir in self.marked else " "
+        self.query_one(RunsTable).set_cell(str(entry.run_dir), "mark", cell(mark))
         self.show_overlay()
 
     def action_open(self) -> None:
         entry = self.current()
         if entry is not None:
-            cast("BsnnApp", self.app).open_run(entry.run_dir)
+            self.post_message(self.OpenRun(entry.run_dir))

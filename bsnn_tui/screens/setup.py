@@ -100,8 +100,10 @@ class SetupScreen(Screen[None]):
         self._suspended = False
         self.cuda: bool | None = None  # whether torch sees CUDA: known once the catalog is in
         self.meta: dict[str, Any] = {}
+        self.unreadable: tuple[str, ConfigError] | None = None  # a model describe could not read
         self.reasons: dict[str, str] = {}
         self._describe_timer: Timer | None = None
+        self._describing = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -115,7 +117,7 @@ class SetupScreen(Screen[None]):
             yield ModelInfo(id="model-info")
             with Vertical(id="checks"):
                 yield Static(id="problems")
-                yield Button("Start ▶", id="start", variant="primary", compact=True)
+                yield Button("Start ▶  ctrl+s", id="start", variant="primary", compact=True)
         yield Footer()
 
     def field(self, option: Option) -> Iterator[Widget]:
@@ -170,8 +172,25 @@ class SetupScreen(Screen[None]):
             self.query_one("#model", Select).value)
 
     def config(self) -> RunConfig:
-        """The form as a validated RunConfig; raises ConfigError naming the first bad value."""
-        return RunConfig(**self.values(strict=True)).validate()
+        """The form as a validated RunConfig; raises ConfigError naming the first bad value,
+        a missing or unreadable model included (before any run folder is made for it)."""
+        config = RunConfig(**self.values(strict=True)).validate()
+        error = self.model_error(config.model)
+        if error is not None:
+            raise error
+        return config
+
+    def model_error(self, model: str) -> ConfigError | None:
+        """Why the model cannot run, as far as the form can tell: a path that names no file
+        (checked here, at once), or a file the model panel could not read. The option's own
+        check cannot know, and the engine would find out only inside a new run folder."""
+        if not model.startswith("bundled:") and not Path(model).is_file():
+            return ConfigError(f"model file {model} not found",
+                               "type the path of a checkpoint .pt, or clear the path to use "
+                               "the selected bundled model")
+        if self.unreadable is not None and self.unreadable[0] == model:
+            return self.unreadable[1]
+        return None
 
     def values(self, strict: bool = False) -> dict[str, Any]:
         """The whole form as option values, over the initial config's (for the options not on
@@ -262,10 +281,12 @@ class SetupScreen(Screen[None]):
         box = self.query_one("#problems", Static)
         box.set_class(bool(self.reasons), "-invalid")
         box.update("\n".join(self.reasons.values()) if self.reasons
-                   else "all values valid — Enter or s starts")
+                   else "all values valid — ctrl+s starts")
 
     def problem(self, option: Option, values: dict[str, Any]) -> str | None:
         """Why one field's value cannot run, or None; a typed field is marked invalid, too."""
+        if option.name == "model" and (error := self.model_error(self.model())) is not None:
+            return reason(error)
         widget = self.query_one(f"#{option.name}")
         if isinstance(widget, Input):
             result = widget.validate(widget.value)
@@ -295,6 +316,7 @@ class SetupScreen(Screen[None]):
         if not self.loaded:  # load_lazily describes the model the form holds by then
             return
         self.query_one("#model-info", ModelInfo).loading(model)
+        self._describing = model  # the describe worker is exclusive: this is the one that ends
         self._describe(model)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="describe")
@@ -311,13 +333,17 @@ class SetupScreen(Screen[None]):
                         severity="warning")
         elif worker.group == "describe" and worker.state == WorkerState.SUCCESS:
             model, self.meta = worker.result
+            self.unreadable = None
             self.query_one("#model-info", ModelInfo).show(model, self.meta)
             self.update_data_path()
+            self.check_form()
         elif worker.group == "describe" and worker.state == WorkerState.ERROR:
             self.meta = {}
-            self.query_one("#model-info", ModelInfo).fail(
-                self.model(), Problem.from_exception(worker.error, None))
+            problem = Problem.from_exception(worker.error, None)
+            self.unreadable = (self._describing, ConfigError(problem.message, problem.fix))
+            self.query_one("#model-info", ModelInfo).fail(self._describing, problem)
             self.update_data_path()
+            self.check_form()
 
     def apply_catalog(self, found: catalog.Catalog) -> None:
         """Swap in the full lists, keeping whatever the user has selected meanwhile."""

@@ -18,6 +18,7 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from bsnn.summary import Summary
 from bsnn_tui.widgets.braille import Canvas, Row
 
 # Named colours render in 16- and 256-colour terminals alike.
@@ -67,13 +68,33 @@ def plot_lines(curves: Curves, steps: int, ann: float | None, within: int | None
         canvas.line(at(1, ann), at(last, ann), ANN_COLOUR)
     if within is not None:
         canvas.line(at(within, 1), at(within, 0), WITHIN_COLOUR)
-    for i, ((label, acc), colour) in enumerate(zip(curves, cycle(CURVE_COLOURS), strict=False)):
+    colours = list(zip(curves, cycle(CURVE_COLOURS), strict=False))
+    for (_, acc), colour in colours:
         points = [at(t, a) for t, a in enumerate(acc, 1)]
         for start, end in pairwise(points[:1] + points):  # a single point is a dot
             canvas.line(start, end, colour)
-        if len(curves) > 1 and i < canvas.height:
-            canvas.write(i, 1, f"■ {label}", colour)  # the legend, over the top left
+    if len(curves) > 1:
+        legend = [(f"■ {label}", colour) for (label, _), colour in colours][:canvas.height]
+        row, col = legend_corner(canvas, len(legend), max(len(text) for text, _ in legend))
+        for i, (text, colour) in enumerate(legend):
+            canvas.write(row + i, col, text, colour)
     return [*y_axis(canvas, at), *x_axis(step_ticks(last), at, canvas.width, width, named)]
+
+
+def legend_corner(canvas: Canvas, rows: int, cols: int) -> tuple[int, int]:
+    """The corner (row, column) where a legend of `rows` x `cols` cells hides the fewest drawn
+    cells. Runs differ most in their first steps and converge near the top, so this is
+    usually the bottom right; on a tie, the bottom right wins, then the top right."""
+    cols = min(cols, canvas.width - 1)
+    right, bottom = canvas.width - cols, canvas.height - rows
+    corners = ((bottom, right), (0, right), (bottom, 1), (0, 1))
+
+    def hidden(corner: tuple[int, int]) -> int:
+        row, col = corner
+        return sum(1 for r in range(row, row + rows) for c in range(col, col + cols)
+                   if canvas.bits[r][c])
+
+    return min(corners, key=hidden)
 
 
 def y_axis(canvas: Canvas, at: Place) -> list[Row]:
@@ -110,6 +131,7 @@ class AccuracyPlot(Widget):
     several runs (the runs screen) their curves are overlaid, with a legend."""
 
     curves: Curves = ()  # what is drawn now
+    steps = 0  # the T its x axis is drawn for (at least; a longer curve widens it)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -118,14 +140,14 @@ class AccuracyPlot(Widget):
         self._strips: list[Strip] = []
         self.builds = 0  # figures built so far: a repaint for another reason builds none
 
-    def show_run(self, summary: dict[str, Any]) -> None:
+    def show_run(self, summary: Summary) -> None:
         """A run's curve, the ANN's accuracy and the first step within 1 point of it."""
-        self.show_curves([("SNN", summary["accuracy_per_step"])], summary["time_steps"],
-                         ann=summary["ann_accuracy"], within=summary["first_step_within_1pt"])
-        acc = summary["accuracy_per_step"]
+        self.show_curves([("SNN", summary.accuracy_per_step)], summary.time_steps,
+                         ann=summary.ann_accuracy, within=summary.first_step_within_1pt)
+        acc = summary.accuracy_per_step
         subtitle = (
-            f"T: {percent(acc[-1] if acc else None)} · ANN {percent(summary['ann_accuracy'])}"
-            f" · ≤1 pt from t={summary['first_step_within_1pt'] or '—'}"
+            f"T: {percent(acc[-1] if acc else None)} · ANN {percent(summary.ann_accuracy)}"
+            f" · ≤1 pt from t={summary.first_step_within_1pt or '—'}"
         )
         if (self.border_title, self.border_subtitle) != ("accuracy vs t", subtitle):
             self.border_title, self.border_subtitle = "accuracy vs t", subtitle  # repaints
@@ -135,7 +157,7 @@ class AccuracyPlot(Widget):
         """Plot `curves`; nothing is redone when they are what is drawn already."""
         figure = (tuple((label, tuple(acc)) for label, acc in curves), steps, ann, within)
         if figure != self._figure:
-            self._figure, self.curves = figure, curves
+            self._figure, self.curves, self.steps = figure, curves, steps
             self.refresh()
 
     def render_line(self, y: int) -> Strip:

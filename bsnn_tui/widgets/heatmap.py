@@ -4,7 +4,6 @@ single average hides. Columns are binned to the panel's width, so T may exceed i
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any
 
 from rich.color import Color
 from rich.console import RenderableType
@@ -12,6 +11,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.geometry import Size
 from textual.widget import Widget
+
+from bsnn.summary import Summary
 
 # Dark to bright; rich downgrades these to the nearest of 256 (or 16) colours as the terminal needs.
 RAMP = ["#1d2b53", "#2e4a8a", "#1f7a8c", "#2a9d8f", "#8ab17d", "#e9c46a", "#f4a261", "#e76f51"]
@@ -46,13 +47,18 @@ class RateHeatmap(Widget):
         self._lines: list[Text] = []  # what is on screen, at the width it was made for
         self._width = -1
 
-    def show(self, summary: dict[str, Any]) -> None:
+    def show(self, summary: Summary) -> None:
         """Repaint only when a cell, the scale or the layers changed: the rates of a long run
         move less each batch than one shade can show."""
-        rows = [layer["firing_rate_per_step"] for layer in summary["layers"]]
+        rows = [layer.firing_rate_per_step for layer in summary.layers]
         resized = len(rows) != len(self._rows)
-        lines = heatmap_lines(rows, self.size.width)
         self._rows = rows
+        if not self.size.width:  # left out on a narrow screen: drawn afresh when shown
+            self._width = -1
+            if resized:
+                self.refresh(layout=True)
+            return
+        lines = heatmap_lines(rows, self.size.width)
         if resized or lines != self._lines:
             self._lines, self._width = lines, self.size.width
             self.refresh(layout=resized)

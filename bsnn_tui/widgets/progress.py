@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar, Static
 
+from bsnn.summary import Summary
 from bsnn_tui.feed import Problem
 
 STATUS_STYLE = {
@@ -27,20 +26,20 @@ def duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def throughput_line(summary: dict[str, Any]) -> str:
+def throughput_line(summary: Summary) -> str:
     """Images done of total, images/s and the time left at that pace."""
-    done, total = summary["images"], summary["images_total"]
+    done, total = summary.images, summary.images_total
     parts = [f"{done:,} / {total:,} images" if total else f"{done:,} images"]
-    speed = summary["images_per_s"]
+    speed = summary.images_per_s
     if speed:
         parts.append(f"{speed:,.1f} img/s")
-        if summary["status"] == "running" and total:
+        if summary.status == "running" and total:
             parts.append(f"ETA {duration(max(0, total - done) / speed)}")
-    group = summary.get("distributed")
+    group = summary.distributed
     if group and group["images_per_rank"]:  # torchrun: each rank's share
         parts.append("ranks " + " + ".join(f"{n:,}" for n in group["images_per_rank"]))
-    if summary["wall_time_s"] is not None:
-        parts.append(f"elapsed {duration(summary['wall_time_s'])}")
+    if summary.wall_time_s is not None:
+        parts.append(f"elapsed {duration(summary.wall_time_s)}")
     return " · ".join(parts)
 
 
@@ -61,23 +60,23 @@ class RunProgress(Vertical):
         yield Label(id="figures")
         yield Static(id="problem")
 
-    def show(self, summary: dict[str, Any], problem: Problem | None, active: bool) -> None:
+    def show(self, summary: Summary, problem: Problem | None, active: bool) -> None:
         """`problem`: why the producer stopped, if it did not say so in the log itself. Only
         what changed is repainted, and laid out again only when its size may have changed."""
-        status = summary["status"]
+        status = summary.status
         if status in ("running", "interrupted") and problem is not None:
             status = "failed"  # stopped by an error before its log could say so
         elif status == "interrupted" and active:
             status = "waiting"  # the engine is still loading; no `started` yet
         title = Text.assemble((f" {status.upper()} ", f"reverse {STATUS_STYLE[status]}"),
-                              f" {summary['run_id'] or ''}")
-        if summary["phase"] and status == "running":
-            title.append(f" · {summary['phase']}", style="dim")
+                              f" {summary.run_id or ''}")
+        if summary.phase and status == "running":
+            title.append(f" · {summary.phase}", style="dim")
         relabel(self.query_one("#status", Label), title)
         # an empty bar, not the indeterminate one, until the total is known: its animation
         # repaints many times a second, CPU the engine could use
-        self.query_one("#bar", ProgressBar).update(total=summary["images_total"] or 1,
-                                                   progress=summary["images"])
+        self.query_one("#bar", ProgressBar).update(total=summary.images_total or 1,
+                                                   progress=summary.images)
         relabel(self.query_one("#figures", Label), Text(throughput_line(summary)))
         box = self.query_one("#problem", Static)
         box.display = problem is not None

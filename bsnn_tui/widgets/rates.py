@@ -1,10 +1,11 @@
-"""Per-layer firing rates as bars: which layer fires too much or too little, next to the rate its
-ANN activation predicts. Rows line up with the thresholds table and the heatmap beside it."""
+"""Per-layer firing rates: the SNN's beside the rate its ANN activation predicts, and as bars
+(which layer fires too much or too little). Rows line up with the thresholds table and the
+heatmap beside them. The figures and the bars are two tables: a narrow screen leaves out the
+bars, never a figure."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from bsnn.summary import Summary
 from bsnn_tui.widgets.thresholds import CellsTable
 
 BAR_WIDTH = 10
@@ -24,15 +25,28 @@ def rate(x: float | None) -> str:
     return "—".rjust(5) if x is None else f"{x:.3f}"
 
 
+class FiringRates(CellsTable):
+    """Spikes per neuron per step, the SNN's and the one its ANN activation predicts."""
+
+    PADDING = (1, 0)
+    LEFT_COLUMNS = 0
+    LEAST_WIDTHS = (5, 5)
+
+    def show(self, summary: Summary) -> None:
+        rows = tuple((rate(layer.firing_rate), rate(layer.ann_rate)) for layer in summary.layers)
+        self.paint((("SNN", "ANN"), *rows, ("", "")))
+
+
 class FiringRateBars(CellsTable):
-    """Spikes per neuron per step, each layer's bar scaled to the busiest layer."""
+    """The SNN's mean rate as a bar, each layer's scaled to the busiest layer."""
 
     PADDING = (1, 0)
     BODY_STYLES = ("cyan",)
+    LEAST_WIDTHS = (BAR_WIDTH,)
 
-    def show(self, summary: dict[str, Any]) -> None:
-        layers = summary["layers"]
-        top = max((layer["firing_rate"] or 0.0 for layer in layers), default=0.0)
-        rows = tuple((bar(r / top if r and top else 0.0), rate(r), rate(layer["ann_rate"]))
-                     for layer in layers for r in (layer["firing_rate"],))
-        self.paint((("mean rate", "SNN", "ANN"), *rows, (f"max {rate(top)}", "", "")))
+    def show(self, summary: Summary) -> None:
+        layers = summary.layers
+        top = max((layer.firing_rate or 0.0 for layer in layers), default=0.0)
+        rows = tuple((bar(layer.firing_rate / top if layer.firing_rate and top else 0.0),)
+                     for layer in layers)
+        self.paint((("mean rate",), *rows, (f"max {rate(top)}",)))

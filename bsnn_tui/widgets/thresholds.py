@@ -3,20 +3,20 @@ what the conversion chose and what it costs. Its rows name the layers for the pa
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import Static
 
+from bsnn.summary import LayerSummary, Summary
+
 Cells = tuple[tuple[str, ...], ...]  # header, rows, footer: every cell as its text
 
 
-def threshold_text(layer: dict[str, Any]) -> str:
-    lo, hi = layer.get("threshold_min"), layer.get("threshold_max")
+def threshold_text(layer: LayerSummary) -> str:
+    lo, hi = layer.threshold_min, layer.threshold_max
     if lo is not None and hi is not None and f"{lo:.3g}" != f"{hi:.3g}":
         return f"{lo:.3g}–{hi:.3g}"
-    th = layer.get("threshold")
+    th = layer.threshold
     return "output" if th is None else f"{th:.4g}"
 
 
@@ -30,9 +30,12 @@ def count(x: float | None) -> str:
     return f"{x:.0f}"
 
 
-def table_shape(cells: Cells) -> tuple[int, ...]:
-    """The row count and each column's widest cell: while they stay, so does the table's size."""
-    return (len(cells), *(max(map(cell_len, column)) for column in zip(*cells, strict=True)))
+def table_shape(cells: Cells, least: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """The row count and each column's width, its widest cell or its `least` width: while
+    they stay, so does the table's size."""
+    widths = [max(map(cell_len, column)) for column in zip(*cells, strict=True)]
+    return (len(cells), *(max(w, n) for w, n in zip(widths, [*least, *[0] * len(widths)],
+                                                    strict=False)))
 
 
 class CellsTable(Static):
@@ -44,6 +47,9 @@ class CellsTable(Static):
     PADDING = (0, 1)  # spaces before and after every cell
     LEFT_COLUMNS = 1  # the first columns are justified left, the others right
     BODY_STYLES: tuple[str, ...] = ()  # a style per column for the rows between head and foot
+    # Each column's width before its figures arrive: as wide as they will be, so the first batch
+    # moves no column (and the panels beside it keep their size).
+    LEAST_WIDTHS: tuple[int, ...] = ()
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -53,13 +59,14 @@ class CellsTable(Static):
         """Show `cells` (a header row, the rows, a footer row) unless they are shown already."""
         if cells == self._cells:
             return
-        layout = not self._cells or table_shape(cells) != table_shape(self._cells)
+        least = self.LEAST_WIDTHS
+        layout = not self._cells or table_shape(cells, least) != table_shape(self._cells, least)
         self._cells = cells
         self.update(self.lines(cells), layout=layout)
 
     def lines(self, cells: Cells) -> Text:
         """Each column as wide as its widest cell; the header and the footer in bold."""
-        widths = table_shape(cells)[1:]
+        widths = table_shape(cells, self.LEAST_WIDTHS)[1:]
         before, after = (" " * n for n in self.PADDING)
         text = Text(no_wrap=True, end="")
         for i, row in enumerate(cells):
@@ -76,19 +83,26 @@ class CellsTable(Static):
 
 class ThresholdsTable(CellsTable):
     """Per layer: threshold, synaptic operations, the SNN's energy estimate and r, how closely
-    its rates follow the ANN (docs/operations.md); the footer adds the ANN / SNN energy."""
+    its rates follow the ANN (docs/operations.md); the footer adds the totals. (The ANN / SNN
+    energy ratio is in the panel's subtitle: in the r column it widened the table.)"""
 
-    def show(self, summary: dict[str, Any]) -> None:
-        rows = tuple((layer["name"] + (" ±" if layer.get("binary") else ""),
-                      count(layer["neurons"]), threshold_text(layer),
-                      count(layer["synops_per_image"]), nanojoules(layer.get("snn_energy_pj")),
-                      correlation(layer.get("correlation"))) for layer in summary["layers"])
-        energy = summary.get("energy") or {}
-        ratio = energy.get("energy_ratio")
-        footer = ("total", "", "", count(summary["synops_per_image"]),
-                  nanojoules(energy.get("snn_energy_pj")),
-                  "" if ratio is None else f"ANN/SNN {ratio:.2f}x")
+    LEAST_WIDTHS = (0, len("123.4k"), len("output"), 0, len("123.4k"), len("-0.123"))
+
+    def show(self, summary: Summary) -> None:
+        rows = tuple((layer.name + (" ±" if layer.binary else ""),
+                      count(layer.neurons), threshold_text(layer),
+                      count(layer.synops_per_image), nanojoules(layer.snn_energy_pj),
+                      correlation(layer.correlation)) for layer in summary.layers)
+        energy = summary.energy or {}
+        footer = ("total", "", "", count(summary.synops_per_image),
+                  nanojoules(energy.get("snn_energy_pj")), "")
         self.paint((("layer", "neurons", "θ", "synops/img", "nJ/img", "r"), *rows, footer))
+
+
+def energy_ratio(summary: Summary) -> str:
+    """The ANN's energy over the SNN's, for the layers panel's subtitle ("" until known)."""
+    ratio = (summary.energy or {}).get("energy_ratio")
+    return "" if ratio is None else f"energy ANN/SNN {ratio:.2f}x"
 
 
 def nanojoules(pj: float | None) -> str:

@@ -1,0 +1,367 @@
+"""Sweep cells fanned out through submitit: processes on this machine, or one Slurm job array.
+
+Each cell is a process of its own that runs `bsnn.pipeline.runner.run(config)` on the run
+folder its record named (bsnn.sweep_record), so `bsnn runs` and the dashboard show it live;
+this process submits, waits, and reads every result back from the run folders, never from
+submitit's pickles alone (a cell that another process or host ran reads the same).
+
+- local: submitit's LocalExecutor, one process per cell, at most `parallel` at once; each cell
+  gets a GPU of its own (CUDA_VISIBLE_DEVICES) when there are GPUs, else its share of the CPU
+  cores as torch threads (cores // parallel, at least 1), so cells never oversubscribe them.
+- slurm: submitit's Slurm executor, the whole grid as one job array whose
+  `slurm_array_parallelism` is `parallel`.
+
+A cancel (Ctrl-C while waiting) writes the sweep's cancel marker (cells not started yet see it)
+and each started cell's run-folder marker (the runner stops within a batch), cancels the jobs
+through the executor, and waits a grace period for the cells to write their ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bsnn.config import RunConfig
+from bsnn.errors import BsnnError, ConfigError, RunStorageError
+from bsnn.runfolder import RunFolder
+from bsnn.sweep_record import (
+    Cell,
+    Collected,
+    SweepRecord,
+    cell_row,
+    cell_state,
+    cell_summary,
+    collect,
+)
+
+NO_LIMIT_MIN = 30 * 24 * 60  # the local executor kills a job after its time limit (default 2 min)
+SLURM_TIME_MIN = 60  # a cell's time limit on Slurm unless --time-limit says otherwise
+
+
+def cpu_share(parallel: int) -> int:
+    """A cell's torch threads: this process's cores divided between the cells at once."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, parallel))
+
+
+def run_cell(config: dict[str, Any], threads: int | None, sweep_marker: str) -> str:
+    """The cell's own process (submitit calls it): its share of the threads, then the one
+    runner. SIGINT, SIGTERM (Slurm's scancel) and the sweep's cancel marker all become a
+    cancel at the next batch, so the run still writes its end. Returns the run's status; the
+    table reads the run folder."""
+    import torch
+
+    from bsnn.pipeline.runner import run
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    torch.set_num_threads(threads or cpu_share(1))
+    marker = Path(sweep_marker)
+    try:
+        summary = run(RunConfig.from_dict(config),
+                      cancel=lambda: stop.is_set() or marker.exists())
+    except BsnnError as err:  # in its run folder's `failed` event, or before it had one
+        print(f"error: {err.message}\nfix: {err.fix}", flush=True)
+        return f"failed: {err}"
+    return summary.status
+
+
+@dataclass
+class LaunchOptions:
+    """The launcher's flags: cells at once, and what a Slurm cluster needs."""
+
+    parallel: int | None = None  # local: the GPUs, or 1 on CPU; slurm: every cell at once
+    partition: str | None = None
+    gpus_per_cell: int = 0
+    time_limit_min: int | None = None
+    slurm_args: dict[str, str] = field(default_factory=dict)
+    grace_s: float = 60.0  # after a cancel: how long the cells get to end by themselves
+    poll_s: float = 0.5
+
+
+class Job(Protocol):
+    """What this module uses of a submitit job."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    def done(self, force_check: bool = False) -> bool: ...
+
+    def cancel(self, check: bool = True) -> None: ...
+
+    @property
+    def paths(self) -> Any: ...
+
+    def result(self) -> Any: ...
+
+
+class Backend(Protocol):
+    """A launcher: submits cells as jobs, at most `capacity` at once."""
+
+    capacity: int
+    note: str | None
+
+    def submit(self, cells: list[Cell]) -> list[Job]: ...
+
+    def release(self, cell: Cell) -> None: ...
+
+    def cancel(self, jobs: list[Job]) -> None: ...
+
+
+def _submitit() -> Any:
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("the local and slurm launchers need submitit, which is not installed",
+                          "pip install submitit (or use --launcher inline)") from None
+    return submitit
+
+
+@contextlib.contextmanager
+def _spared_from_ctrl_c() -> Iterator[None]:
+    """Processes started inside ignore SIGINT. A terminal's Ctrl-C reaches the whole process
+    group, and submitit's local controller answers SIGINT by killing its cell a second later,
+    in the middle of writing its end; spared, the controller waits while the cell stops by
+    itself (run_cell takes SIGINT back as a cancel)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _visible_gpus(device: str) -> list[int]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES numbers them (none for --device cpu)."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return []
+    ids = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    count = torch.cuda.device_count()
+    if all(i.strip().isdigit() for i in ids) and len(ids) >= count:
+        return [int(i) for i in ids[:count]]
+    return list(range(count))
+
+
+class LocalBackend:
+    """submitit's LocalExecutor: one process a cell, one GPU each where there are GPUs."""
+
+    def __init__(self, record: SweepRecord, opts: LaunchOptions) -> None:
+        self.executor = _submitit().LocalExecutor(folder=record.log_folder)
+        self.marker = str(record.cancel_marker)
+        self.gpus = _visible_gpus(str(record.cells[0].config.get("device", "auto")))
+        wanted = opts.parallel or max(1, len(self.gpus))
+        self.capacity = min(wanted, len(self.gpus)) if self.gpus else wanted
+        self.note = (f"--parallel {wanted} capped at the {len(self.gpus)} GPU(s): one GPU a cell"
+                     if self.gpus and wanted > len(self.gpus) else None)
+        self.threads = cpu_share(min(self.capacity, len(record.cells)))
+        self.timeout_min = opts.time_limit_min or NO_LIMIT_MIN
+        self.held: dict[int, int] = {}  # cell index -> its GPU
+
+    def submit(self, cells: list[Cell]) -> list[Job]:
+        jobs = []
+        for cell in cells:
+            free = [g for g in self.gpus if g not in self.held.values()]
+            if free:
+                self.held[cell.index] = free[0]
+                params: dict[str, Any] = {"gpus_per_node": 1, "visible_gpus": (free[0],)}
+            else:
+                params = {"gpus_per_node": 0}
+            self.executor.update_parameters(timeout_min=self.timeout_min, **params)
+            with _spared_from_ctrl_c():
+                jobs.append(self.executor.submit(run_cell, cell.config, self.threads,
+                                                 self.marker))
+        return jobs
+
+    def release(self, cell: Cell) -> None:
+        self.held.pop(cell.index, None)
+
+    def cancel(self, jobs: list[Job]) -> None:
+        """Nothing more: the controllers were spared from SIGINT (submitit's local cancel),
+        and their cells stop through the markers already written."""
+
+
+class SlurmBackend:
+    """submitit's Slurm executor: the grid as one job array."""
+
+    def __init__(self, record: SweepRecord, opts: LaunchOptions) -> None:
+        submitit = _submitit()
+        try:
+            self.executor = submitit.AutoExecutor(folder=record.log_folder, cluster="slurm")
+        except RuntimeError as e:
+            raise ConfigError(f"--launcher slurm: {e}", "run the sweep on a Slurm login node "
+                              "(sbatch, srun, squeue and sacct on PATH), or use --launcher "
+                              "local") from None
+        self.capacity = len(record.cells)
+        parallel = min(opts.parallel or self.capacity, self.capacity)
+        self.note = None
+        self.marker = str(record.cancel_marker)
+        extra = {k.replace("-", "_"): v for k, v in opts.slurm_args.items()}
+        try:
+            self.executor.update_parameters(
+                name=f"bsnn-sweep-{record.sweep_id}", timeout_min=opts.time_limit_min
+                or SLURM_TIME_MIN, gpus_per_node=opts.gpus_per_cell, tasks_per_node=1,
+                slurm_partition=opts.partition, slurm_array_parallelism=parallel,
+                slurm_additional_parameters=extra or None)
+        except (ValueError, NameError, AssertionError) as e:
+            raise ConfigError(f"submitit refused a Slurm option: {e}",
+                              "check --partition, --gpus-per-cell, --time-limit and "
+                              "--slurm-arg KEY=VALUE") from None
+
+    def submit(self, cells: list[Cell]) -> list[Job]:
+        try:
+            with self.executor.batch():
+                jobs = [self.executor.submit(run_cell, c.config, None, self.marker)
+                        for c in cells]
+        except Exception as e:  # sbatch's refusal, in whatever form submitit raises it
+            raise BsnnError(f"sbatch refused the sweep's job array: {e}",
+                            "check --partition, --time-limit and --slurm-arg against "
+                            "the cluster's limits (sinfo, sacctmgr show qos)") from None
+        return jobs
+
+    def release(self, cell: Cell) -> None:
+        pass
+
+    def cancel(self, jobs: list[Job]) -> None:
+        """scancel: pending cells never start, running ones get SIGTERM (a cancel in run_cell)
+        and Slurm's KillWait to write their ends."""
+        for job in jobs:
+            job.cancel(check=False)
+
+
+@dataclass
+class Outcome:
+    """How a launched sweep ended: its table, and on a cancel which cells it stopped."""
+
+    table: Collected
+    interrupted: bool = False
+    stopped: list[Cell] = field(default_factory=list)  # were running, now cancelled
+    not_started: list[Cell] = field(default_factory=list)
+    still_running: list[Cell] = field(default_factory=list)  # did not end within the grace
+
+
+def _job_error(job: Job) -> str:
+    """Why a cell's job ended before its run did: the error run_cell returned (a model that
+    is not there fails before its run folder exists), else where the job's log is."""
+    if job.paths.result_pickle.exists():
+        with contextlib.suppress(Exception):  # the cell raised: its log has the traceback
+            said = job.result()
+            if isinstance(said, str) and said.startswith("failed: "):
+                return said.removeprefix("failed: ")
+    return f"its job {job.job_id} ended ({job.state}) before its run did; see {job.paths.stderr}"
+
+
+class _Cancelled(Exception):
+    """The caller's cancel callback said stop."""
+
+
+class Fleet:
+    """The cells of one sweep: waiting to be submitted, running, ended."""
+
+    def __init__(self, record: SweepRecord, backend: Backend, opts: LaunchOptions,
+                 on_row: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.record, self.backend, self.opts, self.on_row = record, backend, opts, on_row
+        self.todo = list(record.cells)
+        self.running: dict[int, tuple[Cell, Job]] = {}
+
+    def run(self, cancel: Callable[[], bool] | None = None) -> None:
+        """Submit as capacity allows and reap the cells that ended, until all have."""
+        while self.todo or self.running:
+            if cancel is not None and cancel():
+                raise _Cancelled
+            self.fill()
+            self.reap()
+            if self.todo or self.running:
+                time.sleep(self.opts.poll_s)
+
+    def fill(self) -> None:
+        room = self.backend.capacity - len(self.running)
+        if room <= 0 or not self.todo:
+            return
+        cells, self.todo = self.todo[:room], self.todo[room:]
+        for cell, job in zip(cells, self.backend.submit(cells), strict=True):
+            cell.job_id = str(job.job_id)
+            self.running[cell.index] = (cell, job)
+        self.record.save()
+
+    def reap(self, stopping: bool = False) -> None:
+        """Take the cells whose runs ended (or whose jobs did) off the running list. A job
+        that ended before its run did is recorded as the cell's error (unless we stopped it
+        before it began)."""
+        for index, (cell, job) in list(self.running.items()):
+            summary = cell_summary(self.record, cell)
+            ended = (summary is not None and summary.ended and
+                     RunFolder(self.record.run_dir(cell)).exports_final(summary.status))
+            if not ended and not job.done():
+                continue
+            del self.running[index]
+            self.backend.release(cell)
+            summary = cell_summary(self.record, cell)
+            if not (summary is not None and summary.ended) and not (stopping and summary is None):
+                cell.error = _job_error(job)
+                self.record.save()
+            state = cell_state(self.record, cell, summary)
+            if self.on_row is not None and state != "missing":
+                self.on_row(cell_row(cell, summary, state))
+
+    def stop(self) -> Outcome:
+        """Cancel every started cell (markers, then the executor), give them the grace period
+        to write their ends, and say what became of each."""
+        with contextlib.suppress(OSError):  # the run folders' markers still stop them
+            self.record.cancel_marker.touch()
+        started = [cell for cell, _ in self.running.values()]
+        for cell in started:
+            folder = self.record.run_dir(cell)
+            if folder.is_dir():
+                with contextlib.suppress(RunStorageError):
+                    RunFolder(folder).request_cancel()
+        self.backend.cancel([job for _, job in self.running.values()])
+        deadline = time.monotonic() + self.opts.grace_s
+        while self.running and time.monotonic() < deadline:
+            time.sleep(self.opts.poll_s)
+            self.reap(stopping=True)
+        table = collect(self.record)
+        stopped = [c for c in started if c in table.cancelled]
+        never = self.todo + [c for c in started if cell_summary(self.record, c) is None]
+        return Outcome(table, True, stopped, never,
+                       [cell for cell, _ in self.running.values()])
+
+
+def launch(record: SweepRecord, opts: LaunchOptions,
+           on_row: Callable[[dict[str, Any]], None] | None = None,
+           cancel: Callable[[], bool] | None = None,
+           on_note: Callable[[str], None] | None = None) -> Outcome:
+    """Run the record's cells through its launcher (local or slurm) and wait for them; Ctrl-C
+    (or `cancel()`) while waiting cancels the cells started. The table is rebuilt from the
+    run folders at the end."""
+    backends: dict[str, Callable[[SweepRecord, LaunchOptions], Backend]] = {
+        "local": LocalBackend, "slurm": SlurmBackend}
+    if record.launcher not in backends:
+        raise ConfigError(f"launcher {record.launcher!r} does not launch processes",
+                          "use local or slurm (inline runs in this process)")
+    backend = backends[record.launcher](record, opts)
+    if backend.note and on_note is not None:
+        on_note(backend.note)
+    record.parallel = backend.capacity if record.launcher == "local" else (
+        opts.parallel or len(record.cells))
+    record.save()
+    fleet = Fleet(record, backend, opts, on_row)
+    try:
+        fleet.run(cancel)
+    except (KeyboardInterrupt, _Cancelled):
+        return fleet.stop()
+    return Outcome(collect(record))
