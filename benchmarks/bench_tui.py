@@ -120,7 +120,7 @@ def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[dict[str,
         rows = []
         async with app.run_test(size=(80, 24)) as pilot:
             for _ in range(runs):
-                await pilot.press("escape", "s")
+                await pilot.press("escape", "ctrl+s")
                 while app.live is None or app.live.active:
                     await asyncio.sleep(0.5)  # a person watching: no Pilot work meanwhile
                 summary = summarize(app.live.events())

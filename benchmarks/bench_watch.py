@@ -126,7 +126,7 @@ def in_process_run(config: dict[str, Any], job_dir: Path, run_id: str, window: f
     async def drive() -> None:
         app = BsnnApp(run_config, run_mode="in-process")
         async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("escape", "s")
+            await pilot.press("escape", "ctrl+s")
             log = job_dir / run_id / "events.jsonl"
             while not log.is_file() or '"simulate"' not in log.read_text():
                 await asyncio.sleep(0.1)

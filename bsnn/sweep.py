@@ -29,15 +29,17 @@ if TYPE_CHECKING:
 
 REPORT_STEPS = (4, 8, 16, 32, 64, 128)
 SWITCHES = tuple(o.name for o in OPTIONS if o.switch)
-PRESETS: dict[str, str] = {  # name -> switches; "paper" is the paper's method as it is
-    "paper": "",
-    "v0-half": "v0=half",
-    "channel": "threshold_granularity=channel",
-    "bias-cal": "snn_calibration=bias",
-    "potential-cal": "snn_calibration=potential",
-    "readout-2": "readout_delay=2",
-    "reset-zero": "reset=zero",
-    "best": "v0=half,snn_calibration=bias",
+SAME_STEP = "propagation=same-step"  # the latency switches are measured with --one-step
+PRESETS: dict[str, str] = {  # name -> switches
+    "original": "propagation=delayed",  # the original's conversion, its default timing
+    "one-step": SAME_STEP,  # the original's conversion with --one-step
+    "v0-half": f"{SAME_STEP},v0=half",
+    "channel": f"{SAME_STEP},threshold_granularity=channel",
+    "bias-cal": f"{SAME_STEP},snn_calibration=bias",
+    "potential-cal": f"{SAME_STEP},snn_calibration=potential",
+    "readout-2": f"{SAME_STEP},readout_delay=2",
+    "reset-zero": f"{SAME_STEP},reset=zero",
+    "best": f"{SAME_STEP},v0=half,snn_calibration=bias",
 }
 
 

@@ -31,6 +31,7 @@ from bsnn.sweep_record import SweepRecord
 
 def _run(tmp_path: Path, **kw: Any) -> dict[str, Any]:
     kw.setdefault("time", 8)
+    kw.setdefault("propagation", "same-step")  # the latency switches' timing
     return run(RunConfig(model=kw.pop("model", "bundled:digits-fp"), job_dir=str(tmp_path),
                          batch_size=180, **kw))
 
@@ -166,7 +167,7 @@ def test_readout_delay_ignores_the_first_steps() -> None:
 
 def test_readout_delay_flag_reaches_the_run(tmp_path: Path) -> None:
     code = main(["convert", "--model", "bundled:digits-fp", "--time", "8", "--eval_size", "64",
-                 "--readout-delay", "3", "--job-dir", str(tmp_path), "--quiet"])
+                 "--readout-delay", "3", "--one-step", "--job-dir", str(tmp_path), "--quiet"])
     assert code == 0
     ((_, summary),) = ((r.run_dir, r.summary) for r in list_runs(tmp_path))
     assert summary["config"]["readout_delay"] == 3
@@ -213,7 +214,8 @@ def test_channel_thresholds_wake_quiet_channels(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- sweep
 
 def test_parse_variant() -> None:
-    assert parse_variant("paper").switches == {}
+    assert parse_variant("one-step").switches == {"propagation": "same-step"}
+    assert parse_variant("original").switches == {"propagation": "delayed"}
     v = parse_variant("fast:v0=half,readout-delay=2,snn_calibration=bias")
     assert v.name == "fast"
     assert v.switches == {"v0": "half", "readout_delay": 2, "snn_calibration": "bias"}
@@ -234,12 +236,12 @@ def test_parse_variant() -> None:
 def test_sweep_runs_the_grid_and_writes_the_table(tmp_path: Path) -> None:
     base = RunConfig(job_dir=str(tmp_path), time=8, batch_size=180, eval_size=180)
     rows, path = sweep(base, ["bundled:digits-fp", "bundled:digits-binary"], [99.7],
-                       [parse_variant("paper"), parse_variant("best")])
+                       [parse_variant("one-step"), parse_variant("best")])
     assert len(rows) == 4 and path.is_file()
     assert path.with_suffix(".md").is_file() and path.with_suffix(".png").is_file()
     with open(path) as f:
         table = list(csv.DictReader(f))
-    assert [r["variant"] for r in table] == ["paper", "best", "paper", "best"]
+    assert [r["variant"] for r in table] == ["one-step", "best", "one-step", "best"]
     for r in table:
         assert r["acc@16"] == ""  # beyond T
         assert 0 < float(r["acc@8"]) <= 100 and float(r["synops_per_image"]) > 0
@@ -251,7 +253,7 @@ def test_sweep_runs_the_grid_and_writes_the_table(tmp_path: Path) -> None:
 
 def test_sweep_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["sweep", "--time", "4", "--eval_size", "90", "--percentile", "99", "99.9",
-                 "--variant", "paper", "v0-half", "--job-dir", str(tmp_path)])
+                 "--variant", "one-step", "v0-half", "--job-dir", str(tmp_path)])
     assert code == 0
     assert "4 runs" in capsys.readouterr().out
     (path,) = tmp_path.glob("sweep-*.csv")

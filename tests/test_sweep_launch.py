@@ -102,7 +102,7 @@ def test_collect_lists_cells_not_run_yet(tmp_path: Path,
     from bsnn.sweep_record import plan
 
     cells = grid(RunConfig(job_dir=str(tmp_path), time=4), MODELS, [99.7],
-                 [parse_variant("paper")])
+                 [parse_variant("one-step")])
     record = plan(cells, tmp_path, "slurm")
     record.save()
     assert main(["sweep", "--collect", str(record.path)]) == 1

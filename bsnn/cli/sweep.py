@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sweep's record (its cells' run ids and jobs) to <job-dir>/sweep-*.json. Exit code "
         "1 when a cell failed, was cancelled or is missing.")
     add_arguments(p, many=True)
-    p.add_argument("--variant", nargs="+", default=["paper"], metavar="VARIANT",
+    p.add_argument("--variant", nargs="+", default=["original"], metavar="VARIANT",
                    help=f"presets: {presets}; or NAME:key=value,key=value")
     g = p.add_argument_group("launching the cells")
     g.add_argument("--launcher", choices=LAUNCHERS, default="inline",
