@@ -209,9 +209,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("backend", "backend", "simulator: the engine, or bindsnet (the reference)",
            choices=BACKENDS, default="engine", faces="simulate"),
     Option("precision", "precision", "arithmetic of the engine's layer currents: auto (float32; "
-           "on CUDA the +-1 layers of --binary-weights sign take float16, exact there), fp32, "
-           "fp16 (auto's exact float16 on any device) or tf32 (auto plus TF32 on the "
-           "full-precision layers: faster on CUDA, not exact)", choices=PRECISIONS,
+           "the +-1 layers of --binary-weights sign take exact int8 on a CPU with VNNI or AMX "
+           "and exact float16 on CUDA), fp32, fp16 (exact float16 on any device), int8 (exact "
+           "int8 on every layer that can, CPU only; refused where a binary layer or the machine "
+           "cannot) or tf32 (auto plus TF32 on the full-precision layers: faster on CUDA, not "
+           "exact); the run's simulate phase names each layer's", choices=PRECISIONS,
            default="auto", engine=True, faces="simulate"),
     Option("snn_calibration_size", "SNN calib. size", "training images for --snn-calibration",
            int, 256, check=checks.positive(10_000_000), faces="convert"),

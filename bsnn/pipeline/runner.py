@@ -125,11 +125,18 @@ class Runner:
         conversion = self.thresholds(loaded)
         if c.snn_calibration != "none" and loaded.snn_images is not None:
             conversion = self.snn_calibration(conversion, loaded.snn_images)
-        self.send(Phase(name="simulate", message=f"{plural(len(loaded.eval_set), 'image')} x "
-                        f"{plural(c.time, 'step')} on {self.device}"))
+        what = (f"{plural(len(loaded.eval_set), 'image')} x {plural(c.time, 'step')} on "
+                f"{self.device}")
+
+        def starting(arithmetic: list[str] | None) -> None:  # the record of what ran
+            names = [layer.name for layer in conversion.network.layers]
+            per_layer = "" if arithmetic is None else "; arithmetic " + ", ".join(
+                f"{n} {a}" for n, a in zip(names, arithmetic, strict=True))
+            self.send(Phase(name="simulate", message=what + per_layer))
+
         self.sim_seconds = Simulation(
             conversion, sim_options(c), c.backend, self.world, self.device, self._count,
-            self.cancelled, self.loader, c.batch_size).run(loaded.eval_set)
+            self.cancelled, self.loader, c.batch_size, starting=starting).run(loaded.eval_set)
 
     def start(self) -> None:
         self.device = self.source.device(self)

@@ -145,10 +145,14 @@ class Simulation:
     loader: Callable[[Any], Iterable[tuple[torch.Tensor, torch.Tensor]]]
     batch_size: int
     input_fan_out: torch.Tensor | None = None  # Poisson input: synapses per input pixel
+    # hears, before the first batch, each layer's arithmetic (the engine's; None: bindsnet)
+    starting: Callable[[list[str] | None], None] = lambda arithmetic: None
 
     def run(self, eval_set: Any) -> float:
         broadcast_thresholds(self.conversion.network, self.conversion.ann)  # rank 0's network
         simulator = make_simulator(self.conversion, self.options, self.backend)
+        self.starting(simulator.arithmetic(self.device) if isinstance(simulator, Engine)
+                      else None)
         names = [layer.name for layer in self.conversion.network.spiking]
         layout = CounterRow(len(names), self.options.time)
         totals = Totals(names, self.options.time)
