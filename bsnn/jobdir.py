@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,14 +14,12 @@ from pathlib import Path
 from typing import IO
 
 from bsnn.errors import RunStorageError
-from bsnn.events import TERMINAL
-from bsnn.runfolder import SUMMARY_FILE, RunFolder
-from bsnn.runlog import EVENTS_FILE, last_event_type
-from bsnn.summary import Summary, summarize
+from bsnn.runfolder import RunFolder
+from bsnn.runlog import EVENTS_FILE
+from bsnn.summary import Summary
 
 RESULTS_DIR = "results"
 RESULTS_HEADER = "seed,simulation time,batch size,inference time,accuracy\n"
-TERMINAL_TYPES = frozenset(cls.type for cls in TERMINAL)
 
 
 @dataclass(frozen=True)
@@ -65,29 +61,6 @@ def iter_runs(job_dir: str | os.PathLike[str], newest_first: bool = False,
 def list_runs(job_dir: str | os.PathLike[str]) -> list[ListedRun]:
     """Every run folder of `job_dir`, oldest first."""
     return list(iter_runs(job_dir))
-
-
-def ended_summary(run_dir: Path) -> Summary | None:
-    """summary.json when it was written for the event that ended the run: the log's last line
-    is a terminal event of the summary's status (the run writes its exports just before that
-    event, so a summary exported mid-run, or one a failed write left behind, is not taken), and
-    it has every field of today's summaries (one from an older bsnn is not)."""
-    try:
-        ended = last_event_type(run_dir / EVENTS_FILE)
-        if ended not in TERMINAL_TYPES:
-            return None
-        saved = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict) or saved.get("status") != ended \
-            or not _summary_fields() <= saved.keys():
-        return None
-    return Summary.from_dict(saved)
-
-
-@functools.cache
-def _summary_fields() -> frozenset[str]:
-    return frozenset(summarize([]).to_dict())
 
 
 def results_path(job_dir: str | os.PathLike[str], results_file: str) -> Path:

@@ -11,6 +11,7 @@ any process (even on another host sharing the file system).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -20,15 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bsnn.errors import ConfigError, RunStorageError
-from bsnn.events import BatchDone, Event, Failed, RunWarning
+from bsnn.events import TERMINAL, BatchDone, Event, Failed, RunWarning
 from bsnn.exports import Writer, export_writers
-from bsnn.runlog import EVENTS_FILE, EventLog, read_events
+from bsnn.runlog import EVENTS_FILE, EventLog, last_event_type, read_events
 from bsnn.summary import Summary, last, summarize
 
 CANCEL_FILE = "cancel"
 SUMMARY_FILE = "summary.json"
 TRACEBACK_FILE = "traceback.txt"
 ENGINE_LOG = "engine.log"
+TERMINAL_TYPES = frozenset(cls.type for cls in TERMINAL)
 
 
 def new_run_id() -> str:
@@ -124,8 +126,6 @@ class RunFolder:
     def summary(self) -> Summary:
         """summary.json where it holds the run's end (about 15x cheaper than parsing the whole
         log, which a job dir of 1,000 runs pays on every listing), else summarize() the log."""
-        from bsnn.jobdir import ended_summary
-
         saved = ended_summary(self.path)
         return saved if saved is not None else summarize(self.events())
 
@@ -227,6 +227,29 @@ class RunFolder:
                         images=int(getattr(final, "images", 0)))
         _attempt(True, lambda: self.write_exports([*events, failed]), lambda: send(failed))
         return error
+
+
+def ended_summary(run_dir: Path) -> Summary | None:
+    """summary.json when it was written for the event that ended the run: the log's last line
+    is a terminal event of the summary's status (the run writes its exports just before that
+    event, so a summary exported mid-run, or one a failed write left behind, is not taken), and
+    it has every field of today's summaries (one from an older bsnn is not)."""
+    try:
+        ended = last_event_type(run_dir / EVENTS_FILE)
+        if ended not in TERMINAL_TYPES:
+            return None
+        saved = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("status") != ended \
+            or not _summary_fields() <= saved.keys():
+        return None
+    return Summary.from_dict(saved)
+
+
+@functools.cache
+def _summary_fields() -> frozenset[str]:
+    return frozenset(summarize([]).to_dict())
 
 
 def _attempt(failing: bool, *writes: Callable[[], object] | None) -> RunStorageError | None:

@@ -120,11 +120,9 @@ class Backend(Protocol):
 
 
 def _submitit() -> Any:
-    try:
-        import submitit
-    except ImportError:
-        raise ConfigError("the local and slurm launchers need submitit, which is not installed",
-                          "pip install submitit (or use --launcher inline)") from None
+    """submitit (a dependency), imported on first use: the CLI's flags load without it."""
+    import submitit
+
     return submitit
 
 

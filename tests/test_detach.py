@@ -40,6 +40,9 @@ def wait_for(predicate: object, timeout_s: float = 180.0) -> None:
 
 
 def batches_done(run_dir: Path) -> int:
+    """Batches the run has logged so far (none before its log exists)."""
+    if not (run_dir / "events.jsonl").is_file():
+        return 0
     return sum(isinstance(e, BatchDone) for e in read_events(run_dir))
 
 

@@ -10,12 +10,12 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from test_detach import batches_done, wait_for
 from torch.utils.data import Dataset
 
 import bsnn
@@ -204,19 +204,6 @@ summary = bsnn.simulate(snn, Slow(images), time=8, batch_size=16, device="cpu",
                         job_dir=sys.argv[1], run_id="api")
 print("STATUS", summary.status, summary.images)
 """
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def batches_done(run_dir: Path) -> int:
-    log = run_dir / "events.jsonl"
-    return sum(1 for e in RunFolder(run_dir).events() if isinstance(e, BatchDone)) \
-        if log.is_file() else 0
 
 
 def test_bsnn_cancel_stops_an_api_run_in_another_process(tmp_path: Path) -> None:

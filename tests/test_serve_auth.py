@@ -26,28 +26,12 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+from test_serve_browser import free_port, stop  # the browser test's server helpers
 
 pytestmark = pytest.mark.skipif(find_spec("textual_serve") is None,
                                 reason="textual-serve is not installed: pip install -e '.[serve]'")
 ROOT = Path(__file__).resolve().parents[1]
 SERVING = re.compile(r"Serving bsnn-tui on http://127\.0\.0\.1:(\d+)/\?token=(\S+)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    """End a process we started (textual-serve waits on its app sessions: kill after 10 s)."""
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 @dataclass

@@ -78,9 +78,10 @@ def wait_for_port(port: int, timeout: float, server: subprocess.Popen[bytes]) ->
     raise AssertionError(f"nothing listens on port {port} after {timeout} s")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[Any]) -> None:
     """End a process we started (textual-serve waits on its app sessions: kill after 10 s)."""
-    process.terminate()
+    if process.poll() is None:
+        process.terminate()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:

@@ -14,11 +14,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from test_detach import wait_for
 
 from bsnn.cli import main
 from bsnn.events import BatchDone, Started
@@ -42,13 +41,6 @@ def table(job_dir: Path) -> list[dict[str, str]]:
     (path,) = job_dir.glob("sweep-*.csv")
     with open(path) as f:
         return list(csv.DictReader(f))
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 # ----------------------------------------------------------------------------- local
@@ -136,7 +128,7 @@ def test_ctrl_c_cancels_the_cells_it_started(tmp_path: Path) -> None:
                 any(isinstance(e, BatchDone) for e in RunFolder(r.run_dir).events())
                 for r in runs)
 
-        wait_for(both_simulating)
+        wait_for(both_simulating, timeout_s=300)
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
