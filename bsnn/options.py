@@ -30,7 +30,7 @@ from bsnn.snn.options import (
 
 PROTOCOLS = ("bsnn", "original")  # original: conversion.py's calibration and evaluation
 GRANULARITIES = ("layer", "channel")  # one threshold per layer, or one per channel
-BINARY_WEIGHTS = ("alpha", "sign")  # binary weights kept as +-alpha, or +-1 with alpha folded
+BINARY_WEIGHTS = ("sign", "alpha")  # binary weights +-1 with alpha folded, or kept as +-alpha
 BACKENDS = ("engine", "bindsnet")  # bindsnet: the reference simulator
 SNN_CALIBRATIONS = ("none", "bias", "potential")  # Li et al. 2021: where the correction goes
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet", "imagefolder")
@@ -195,8 +195,9 @@ OPTIONS: tuple[Option, ...] = (
            default="none", form=True, switch=True, faces="convert"),
     Option("job_dir", "job dir", "results folder; one run folder per run", default="runs",
            metavar="DIR", form=True, faces="simulate"),
-    Option("binary_weights", "binary weights", "binary layers' weights: +-alpha, or +-1 with "
-           "alpha folded into the thresholds", choices=BINARY_WEIGHTS, default="alpha",
+    Option("binary_weights", "binary weights", "binary layers' weights: +-1 with alpha folded "
+           "into the thresholds (the same network; integer sums, so exact int8 where the CPU "
+           "has it), or +-alpha as the original", choices=BINARY_WEIGHTS, default="sign",
            switch=True, faces="convert"),
     Option("protocol", "protocol", "bsnn: thresholds from --norm random training images (eval "
            "transform, dropout off), a deterministic evaluation; original: the original "
@@ -209,11 +210,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("backend", "backend", "simulator: the engine, or bindsnet (the reference)",
            choices=BACKENDS, default="engine", faces="simulate"),
     Option("precision", "precision", "arithmetic of the engine's layer currents: auto (float32; "
-           "the +-1 layers of --binary-weights sign take exact int8 on a CPU with VNNI or AMX "
-           "and exact float16 on CUDA), fp32, fp16 (exact float16 on any device), int8 (exact "
-           "int8 on every layer that can, CPU only; refused where a binary layer or the machine "
-           "cannot) or tf32 (auto plus TF32 on the full-precision layers: faster on CUDA, not "
-           "exact); the run's simulate phase names each layer's", choices=PRECISIONS,
+           "binary layers, +-1 under the default --binary-weights sign, take exact int8 on a "
+           "CPU with VNNI or AMX and exact float16 on CUDA), fp32, fp16 (exact float16 on "
+           "any device), int8 (exact int8 on every layer that can, CPU only; refused where a "
+           "binary layer or the machine cannot) or tf32 (auto plus TF32 on the full-precision "
+           "layers: faster on CUDA, not exact); the run's simulate phase names each layer's",
+           choices=PRECISIONS,
            default="auto", engine=True, faces="simulate"),
     Option("snn_calibration_size", "SNN calib. size", "training images for --snn-calibration",
            int, 256, check=checks.positive(10_000_000), faces="convert"),

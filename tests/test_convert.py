@@ -292,7 +292,7 @@ def test_layer_thresholds_are_percentile_ratios(binary: bool, digits_like: torch
     torch.manual_seed(2)
     model = build_model("vgg6ab", 10, (1, 8, 8), binary=binary, dropout=0.5)
     model.train()  # convert must take its percentiles in eval mode, dropout off
-    conv = convert(model, batches_from(digits_like, 17), 99.7)
+    conv = convert(model, batches_from(digits_like, 17), 99.7, binary_weights="alpha")
     lams = [_np_percentile(a, 99.7) for a in _relu_outputs(model, digits_like)]
     spiking = conv.network.spiking
     assert len(spiking) == len(lams) == 5
@@ -302,7 +302,8 @@ def test_layer_thresholds_are_percentile_ratios(binary: bool, digits_like: torch
         assert torch.equal(layer.lam, lam), (layer.name, layer.lam, lam)
         assert torch.equal(layer.threshold, lam / previous), layer.name
         previous = lam
-    again = convert(model, batches_from(digits_like, 40), 99.7)  # other batching, same images
+    # other batching, same images
+    again = convert(model, batches_from(digits_like, 40), 99.7, binary_weights="alpha")
     for a, b in zip(conv.network.layers, again.network.layers, strict=True):
         assert (a.threshold is None and b.threshold is None) or torch.equal(a.threshold,
                                                                             b.threshold)
@@ -404,7 +405,7 @@ def _binary_sources(model: nn.Module) -> list[nn.Module]:
 
 def test_binary_weights_alpha(binary_vgg6: nn.Module, digits_like: torch.Tensor,
                               batches_from: Batches) -> None:
-    conv = convert(binary_vgg6, batches_from(digits_like, 20), 99.7)
+    conv = convert(binary_vgg6, batches_from(digits_like, 20), 99.7, binary_weights="alpha")
     layers = [layer for layer in conv.network.layers if layer.binary]
     sources = _binary_sources(binary_vgg6)
     assert [layer.name for layer in layers] == ["conv1_2", "conv2_1", "conv2_2", "fc1"]
@@ -420,8 +421,8 @@ def test_binary_weights_alpha(binary_vgg6: nn.Module, digits_like: torch.Tensor,
 def test_binary_weights_sign(binary_vgg6: nn.Module, digits_like: torch.Tensor,
                              batches_from: Batches, granularity: str) -> None:
     state = copy.deepcopy(binary_vgg6.state_dict())
-    alpha_conv = convert(binary_vgg6, batches_from(digits_like, 20), 99.7, granularity)
-    sign_conv = convert(binary_vgg6, batches_from(digits_like, 20), 99.7, granularity, "sign")
+    alpha_conv = convert(binary_vgg6, batches_from(digits_like, 20), 99.7, granularity, "alpha")
+    sign_conv = convert(binary_vgg6, batches_from(digits_like, 20), 99.7, granularity)
     sources = iter(_binary_sources(binary_vgg6))
     for a, s in zip(alpha_conv.network.layers, sign_conv.network.layers, strict=True):
         assert a.name == s.name

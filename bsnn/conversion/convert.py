@@ -151,7 +151,7 @@ def convert(
     batches: Batches,
     percentile: float = 99.7,
     granularity: str = "layer",
-    binary_weights: str = "alpha",
+    binary_weights: str = "sign",
     progress: PassProgress | None = None,
     dropout_seed: int | None = None,
 ) -> Conversion:
