@@ -33,7 +33,7 @@ from bench_watch import batches  # noqa: E402  (each batch's start, end and imag
 
 TARGET_FIRST_PAINT_S = 1.0
 TARGET_THROUGHPUT = 0.95  # dashboard-attached images/s over headless
-MODES = {"headless": "headless (bsnn.run.run)",
+MODES = {"headless": "headless (bsnn.pipeline.runner.run)",
          "in-process": "dashboard, engine in-process",
          "detached": "dashboard, engine detached"}
 
@@ -97,9 +97,9 @@ def batch_seconds(run_dir: Path, batch_size: int) -> list[float]:
 
 def measure(mode: str, config_dict: dict[str, Any], runs: int) -> list[dict[str, Any]]:
     """`runs` runs in a row, each as its simulation images/s and its batches' seconds:
-    "headless" calls `bsnn.run.run` in this process; "in-process" and "detached" start them
-    one after another from the app (headless Pilot) in that run mode, its panels redrawing as
-    in a terminal."""
+    "headless" calls `bsnn.pipeline.runner.run` in this process; "in-process" and "detached"
+    start them one after another from the app (headless Pilot) in that run mode, its panels
+    redrawing as in a terminal."""
     from bsnn.config import RunConfig
     from bsnn.summary import summarize
 
@@ -166,18 +166,18 @@ def print_throughput(config: Any, measured: dict[str, list[dict[str, Any]]]) -> 
           f"{len(speeds['headless'])} runs (simulation images/s)")
     for mode, label in MODES.items():
         run_speed = statistics.median(speeds[mode])
-        line = f"{label:34} {run_speed:10.1f} images/s"
+        line = f"{label:38} {run_speed:10.1f} images/s"
         if mode != "headless":
             line += (f"   {run_speed / head:6.1%} of headless (target >= "
                      f"{TARGET_THROUGHPUT:.0%})")
         print(line)
     if any(len(v) < 2 for v in speeds.values()) or not all(batches.values()):
         return  # too few runs for quartiles, or runs of one batch
-    print(f"\n{'':34} {'runs: quartiles':>22} {'median batch':>13} {'of headless':>12}")
+    print(f"\n{'':38} {'runs: quartiles':>22} {'median batch':>13} {'of headless':>12}")
     for mode, label in MODES.items():
         q1, _, q3 = statistics.quantiles(speeds[mode], n=4)
         batch = statistics.median(batches[mode])
-        print(f"{label:34} {q1:10.1f} - {q3:6.1f} /s {batch:11.3f} s "
+        print(f"{label:38} {q1:10.1f} - {q3:6.1f} /s {batch:11.3f} s "
               f"{statistics.median(batches['headless']) / batch:11.1%}   "
               f"({len(batches[mode])} batches)")
 

@@ -2,13 +2,15 @@
 
     python benchmarks/gpu_check.py compare --device cuda --out OUTDIR [--quick]
     python benchmarks/gpu_check.py bench --device cuda --out OUTDIR [--quick]
+    python benchmarks/gpu_check.py int8 --device cuda --out OUTDIR [--quick]
     python benchmarks/gpu_check.py report --out OUTDIR
 
 `compare` runs the same converted networks (the bundled models, a random-weight vgg15ab in its
 full-precision and binary forms) on the device and on the CPU in float32 and counts where the
 per-step correct predictions and the per-layer spike counts differ. `bench` times the engine, the
 dense floor (float32 and TF32), SpikingJelly (when installed) and bindsnet with
-`bsnn.bench.bench_engine`. `report` gathers every step's output into results.json and
+`bsnn.bench.bench_engine`. `int8` times the CUDA int8 candidate against the exact float16 path
+(benchmarks/int8_mm.py). `report` gathers every step's output into results.json and
 results.md.
 """
 
@@ -31,6 +33,9 @@ from bsnn.models import build_model
 from bsnn.snn.engine import Engine, HalfCurrent
 from bsnn.snn.network import SpikingNetwork
 from bsnn.snn.options import SimOptions
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from int8_mm import int8_layers, int8_table  # a benchmark of its own, beside this file
 
 
 def _counts(net: SpikingNetwork, x: torch.Tensor, y: torch.Tensor, device: torch.device,
@@ -124,7 +129,7 @@ def bench(device: torch.device, quick: bool) -> list[dict[str, Any]]:
     return runs
 
 
-DASHBOARD = re.compile(r"^(headless \(bsnn\.run\.run\)|dashboard, engine \S+)\s+([\d.]+) images/s")
+DASHBOARD = re.compile(r"^(headless \([\w.]+\)|dashboard, engine \S+)\s+([\d.]+) images/s")
 
 
 def dashboard(log: Path) -> dict[str, float]:
@@ -171,6 +176,7 @@ def report(out: Path) -> dict[str, Any]:
                   else []},
         "compare": _read(out / "compare.json"),
         "bench": _read(out / "bench.json"),
+        "int8": _read(out / "int8.json"),
         "dashboard_images_per_s": dashboard(out / "dashboard.log"),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -186,6 +192,8 @@ def report(out: Path) -> dict[str, Any]:
                   f"| {r['spike_mismatch']:.0f} / {r['spikes_cpu']:.0f} |")
     md += ["", "## timings, img·steps/s (best of the rounds, timed in turns)", ""]
     md += _bench_table(results["bench"] or [])
+    md += ["", "## +-1 convs: the CUDA int8 candidate against exact float16 (best ms)", ""]
+    md += int8_table(results["int8"] or [])
     md += ["", "## dashboard throughput, images/s", ""]
     md += [f"- {mode}: {speed:.1f}" for mode, speed in results["dashboard_images_per_s"].items()]
     (out / "results.md").write_text("\n".join(md) + "\n")
@@ -195,7 +203,7 @@ def report(out: Path) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("compare", "bench", "report"))
+    p.add_argument("step", choices=("compare", "bench", "int8", "report"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true")
@@ -204,7 +212,8 @@ def main() -> int:
         report(args.out)
         return 0
     device = torch.device(args.device)
-    rows = (compare if args.step == "compare" else bench)(device, args.quick)
+    steps = {"compare": compare, "bench": bench, "int8": int8_layers}
+    rows = steps[args.step](device, args.quick)
     (args.out / f"{args.step}.json").write_text(json.dumps(rows, indent=2))
     return 0
 

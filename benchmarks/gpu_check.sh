@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared device check (issue 15): at most 8 minutes on one GPU.
+# One prepared device check (issues 15 and 25): at most 8 minutes on one GPU.
 #
 #   benchmarks/gpu_check.sh OUTDIR [--device cuda|cpu] [--quick]
 #
@@ -7,7 +7,8 @@
 # tests, compares the device with the CPU on the bundled models and a random-weight vgg15ab
 # (per-step accuracy, spike counts), times the engine, the dense floor (float32 and TF32),
 # SpikingJelly (when installed) and bindsnet on vgg15ab at 32x32 (batch 256 and 1024, T=256),
-# with peak memory, and the dashboard's throughput; writes results.json and results.md (and
+# with peak memory, the int8 candidate against exact float16 on the +-1 convs (issue 25), and
+# the dashboard's throughput; writes results.json and results.md (and
 # every step's log) to OUTDIR. `--device cpu --quick` runs the same steps small, in about a
 # minute on an idle 2-core machine (tests/test_gpu_check.py runs it, so the script cannot
 # rot; its limits there only catch hangs). Every step has its own
@@ -41,7 +42,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run, log to OUTDIR/NAME.log, remember 
   [ "$rc" -eq 0 ] || { FAILED=1; echo "   $name failed (exit $rc): see $OUT/$name.log"; }
 }
 
-if [ -n "$QUICK" ]; then LIMITS=(300 300 300 300 300); else LIMITS=(45 75 60 210 60); fi
+if [ -n "$QUICK" ]; then LIMITS=(300 300 300 300 300 300); else LIMITS=(45 75 60 200 40 60); fi
 
 # 1. install: only where this tree's bsnn is not the one imported (no network on the device)
 if ! "$PY" -c "import bsnn, sys; sys.exit(not bsnn.__file__.startswith('$ROOT/'))" 2>/dev/null
@@ -67,10 +68,14 @@ step compare "${LIMITS[2]}" "$PY" benchmarks/gpu_check.py compare --device "$DEV
 step bench "${LIMITS[3]}" "$PY" benchmarks/gpu_check.py bench --device "$DEVICE" \
   --out "$OUT" $QUICK
 
-# 5. the dashboard's throughput (detached is the CUDA default), against headless
+# 5. the CUDA int8 candidate against the exact float16 path, layer by layer
+step int8 "${LIMITS[4]}" "$PY" benchmarks/gpu_check.py int8 --device "$DEVICE" --out "$OUT" \
+  $QUICK
+
+# 6. the dashboard's throughput (detached is the CUDA default), against headless
 if [ -n "$QUICK" ]; then SIZE=(--eval-size 16 --time 8 --batch-size 8 --repeat 1 --runs 2)
 else SIZE=(--eval-size -1 --time 256 --batch-size 256 --repeat 2); fi
-step dashboard "${LIMITS[4]}" "$PY" benchmarks/bench_tui.py --throughput --device "$DEVICE" \
+step dashboard "${LIMITS[5]}" "$PY" benchmarks/bench_tui.py --throughput --device "$DEVICE" \
   "${SIZE[@]}"
 
 "$PY" benchmarks/gpu_check.py report --out "$OUT" || FAILED=1
