@@ -6,25 +6,24 @@ per item is a crop, a flip and a normalisation of a small tensor. Evaluation tra
 deterministic so the ANN and its SNN are measured on identical inputs.
 
 The folder-based sets (imagefolder, imagenet) read their files through bsnn.imagefolders.
+torchvision (about 2 s to import, more than a small sweep cell's work) is imported only by the
+sets that need it: CIFAR and the folder-based ones, not digits.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.transforms import v2
 
 from bsnn.checks import parse_normalize
 from bsnn.errors import ConfigError, DataError
-from bsnn.imagefolders import ImageFiles, Transform, existing_dir, imagefolder, imagenet
 from bsnn.options import DATASETS
 
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -51,6 +50,7 @@ _CIFAR_FILES = {
 }
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
+Transform = Callable[[Tensor], Tensor]
 Normalization = str | tuple[Sequence[float], Sequence[float]] | None
 
 
@@ -76,10 +76,6 @@ class _Normalize:
     def __call__(self, img: Tensor) -> Tensor:
         x = img.float() / 255 if img.dtype == torch.uint8 else img.float()
         return (x - self.mean) / self.std
-
-
-def _pipeline(steps: list[Transform], mean: Sequence[float], std: Sequence[float]) -> Transform:
-    return v2.Compose([*steps, _Normalize(mean, std)])
 
 
 class _InMemory(Dataset[tuple[Tensor, int]]):
@@ -147,6 +143,27 @@ def load_split(name: str, split: str, data: str | os.PathLike[str] | None = None
         raise ConfigError(f"val_split {val_split} is outside (0, 1)",
                           "pass a fraction such as --val-split 0.1")
     stats = normalization(name, normalize)
+    if name in ("imagefolder", "imagenet"):
+        return _folders(name, split, data, val_split, seed, augment, image_size, stats)
+    if val_split is not None:
+        raise ConfigError(f"{name} has a fixed validation split; --val-split is for imagefolder",
+                          "drop --val-split")
+    native = {"digits": 8, "cifar10": 32, "cifar100": 32}[name]
+    if image_size not in (None, native):
+        raise ConfigError(f"{name} images are {native}x{native}, not {image_size}x{image_size}",
+                          "drop --image-size (it is for imagefolder)")
+    if name == "digits":
+        return _digits(split, stats)
+    return _cifar(name, split, DEFAULT_DATA_DIR if data is None else Path(data), download,
+                  augment, stats)
+
+
+def _folders(name: str, split: str, data: str | os.PathLike[str] | None,
+             val_split: float | None, seed: int, augment: bool, image_size: int | None,
+             stats: Stats) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
+    """imagefolder or imagenet, read through bsnn.imagefolders."""
+    from bsnn.imagefolders import existing_dir, imagefolder, imagenet
+
     if name == "imagefolder":
         size = 32 if image_size is None else image_size
         if size < 1:
@@ -157,17 +174,11 @@ def load_split(name: str, split: str, data: str | os.PathLike[str] | None = None
     if val_split is not None:
         raise ConfigError(f"{name} has a fixed validation split; --val-split is for imagefolder",
                           "drop --val-split")
-    native = {"digits": 8, "cifar10": 32, "cifar100": 32, "imagenet": 224}[name]
-    if image_size not in (None, native):
-        raise ConfigError(f"{name} images are {native}x{native}, not {image_size}x{image_size}",
+    if image_size not in (None, 224):
+        raise ConfigError(f"{name} images are 224x224, not {image_size}x{image_size}",
                           "drop --image-size (it is for imagefolder)")
-    if name == "digits":
-        return _digits(split, stats)
-    if name == "imagenet":
-        dataset, classes = imagenet(split, existing_dir(name, data), augment, _Normalize(*stats))
-        return dataset, DatasetInfo(name, len(classes), (3, 224, 224), *stats, tuple(classes))
-    return _cifar(name, split, DEFAULT_DATA_DIR if data is None else Path(data), download,
-                  augment, stats)
+    dataset, classes = imagenet(split, existing_dir(name, data), augment, _Normalize(*stats))
+    return dataset, DatasetInfo(name, len(classes), (3, 224, 224), *stats, tuple(classes))
 
 
 def _digits(split: str, stats: Stats) -> tuple[Dataset[tuple[Tensor, int]], DatasetInfo]:
@@ -196,7 +207,10 @@ def _cifar(name: str, split: str, root: Path, download: bool, augment: bool,
     missing = [f for f in files if not (folder / f).is_file()]
     if missing and not download:
         raise DataError(f"{name} not found: {folder} lacks {', '.join(missing)}", fix)
-    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    from torchvision.datasets import CIFAR10, CIFAR100
+    from torchvision.transforms import v2
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
     try:
         ds = cls(str(root), train=split == "train", download=download)
     except RuntimeError as e:  # torchvision's md5 check failed
@@ -209,7 +223,7 @@ def _cifar(name: str, split: str, root: Path, download: bool, augment: bool,
         else []
     info = DatasetInfo(name, len(ds.classes), (3, 32, 32), *stats, tuple(ds.classes))
     labels = [int(t) for t in ds.targets]
-    return _InMemory(images, labels, _pipeline(steps, *stats)), info
+    return _InMemory(images, labels, v2.Compose([*steps, _Normalize(*stats)])), info
 
 
 def calibration_subset(dataset: Dataset[tuple[Tensor, int]], n: int,
@@ -249,8 +263,9 @@ def _fill_caches(dataset: Dataset[tuple[Tensor, int]]) -> None:
     while isinstance(dataset, Subset):
         indices = [dataset.indices[i] for i in indices]
         dataset = dataset.dataset
-    if isinstance(dataset, ImageFiles):
-        dataset.fill(indices)
+    fill = getattr(dataset, "fill", None)  # bsnn.imagefolders' sets decode into a cache
+    if callable(fill):
+        fill(indices)
 
 
 def make_loader(dataset: Dataset[tuple[Tensor, int]], batch_size: int, *, shuffle: bool = False,

@@ -1,14 +1,17 @@
 """Sweep cells fanned out through submitit: processes on this machine, or one Slurm job array.
 
-Each cell is a process of its own that runs `bsnn.pipeline.runner.run(config)` on the run
-folder its record named (bsnn.sweep_record), so `bsnn runs` and the dashboard show it live;
-this process submits, waits, and reads every result back from the run folders, never from
-submitit's pickles alone (a cell that another process or host ran reads the same).
+A job runs `bsnn.pipeline.runner.run(config)` for each of its cells in turn, on the run folders
+the record named (bsnn.sweep_record), so `bsnn runs` and the dashboard show them live; this
+process submits, waits, and reads every result back from the run folders, never from submitit's
+pickles alone (a cell that another process or host ran reads the same).
 
-- local: submitit's LocalExecutor, one process per cell, at most `parallel` at once; each cell
-  gets a GPU of its own (CUDA_VISIBLE_DEVICES) when there are GPUs, else its share of the CPU
-  cores as torch threads (cores // parallel, at least 1), so cells never oversubscribe them.
-- slurm: submitit's Slurm executor, the whole grid as one job array whose
+- local: submitit's LocalExecutor, `parallel` worker processes, the cells dealt out to them in
+  turn (round robin), each worker running its share one cell after another; a worker gets a
+  GPU of its own (CUDA_VISIBLE_DEVICES) when there are GPUs, else its share of the CPU cores as
+  torch threads (cores // parallel, at least 1), so cells never oversubscribe them. A process
+  per worker, not per cell: a process pays 2-3 s of interpreter and torch import on a 2-core
+  machine, more than a small cell's work (benchmarks/bench_sweep.py).
+- slurm: submitit's Slurm executor, the whole grid as one job array (a task per cell) whose
   `slurm_array_parallelism` is `parallel`.
 
 A cancel (Ctrl-C while waiting) writes the sweep's cancel marker (cells not started yet see it)
@@ -19,10 +22,12 @@ through the executor, and waits a grace period for the cells to write their ends
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,27 +56,39 @@ def cpu_share(parallel: int) -> int:
     return max(1, (cores or 1) // max(1, parallel))
 
 
-def run_cell(config: dict[str, Any], threads: int | None, sweep_marker: str) -> str:
-    """The cell's own process (submitit calls it): its share of the threads, then the one
-    runner. SIGINT, SIGTERM (Slurm's scancel) and the sweep's cancel marker all become a
-    cancel at the next batch, so the run still writes its end. Returns the run's status; the
-    table reads the run folder."""
+def run_cells(configs: list[dict[str, Any]], threads: int | None,
+              sweep_marker: str) -> dict[str, str]:
+    """A job's process (submitit calls it): its share of the threads, then the one runner
+    for each cell in turn. SIGINT, SIGTERM (Slurm's scancel) and the sweep's cancel marker
+    all become a cancel at the next batch, so the run still writes its end, and the cells not
+    begun yet never begin. Returns each run id's status; the table reads the run folders."""
     import torch
-
-    from bsnn.pipeline.runner import run
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     torch.set_num_threads(threads or cpu_share(1))
     marker = Path(sweep_marker)
+    statuses = {}
+    for config in configs:
+        if stop.is_set() or marker.exists():
+            break
+        statuses[config["run_id"]] = _run_cell(config, lambda: stop.is_set() or marker.exists())
+    return statuses
+
+
+def _run_cell(config: dict[str, Any], cancel: Callable[[], bool]) -> str:
+    """One cell's run and its status; a failure is the cell's, never the next cell's."""
+    from bsnn.pipeline.runner import run
+
     try:
-        summary = run(RunConfig.from_dict(config),
-                      cancel=lambda: stop.is_set() or marker.exists())
+        return run(RunConfig.from_dict(config), cancel=cancel).status
     except BsnnError as err:  # in its run folder's `failed` event, or before it had one
         print(f"error: {err.message}\nfix: {err.fix}", flush=True)
         return f"failed: {err}"
-    return summary.status
+    except Exception:  # the run folder keeps the traceback; the worker goes on
+        traceback.print_exc()
+        return "failed"
 
 
 @dataclass
@@ -107,9 +124,11 @@ class Job(Protocol):
 
 
 class Backend(Protocol):
-    """A launcher: submits cells as jobs, at most `capacity` at once."""
+    """A launcher: submits cells as jobs, at most `capacity` cells submitted at once and
+    `parallel` running at once."""
 
     capacity: int
+    parallel: int
     note: str | None
 
     def submit(self, cells: list[Cell]) -> list[Job]: ...
@@ -143,10 +162,15 @@ def _spared_from_ctrl_c() -> Iterator[None]:
 
 
 def _visible_gpus(device: str) -> list[int]:
-    """This machine's GPUs as CUDA_VISIBLE_DEVICES numbers them (none for --device cpu)."""
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES numbers them (none for --device cpu).
+    torch (2-3 s to import, this process needs it for nothing else) only where the kernel
+    shows a GPU: NVIDIA's device files, ROCm's /dev/kfd or WSL2's /dev/dxg."""
+    if device == "cpu" or not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd")
+                               or os.path.exists("/dev/dxg")):
+        return []
     import torch
 
-    if device == "cpu" or not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         return []
     ids = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
     count = torch.cuda.device_count()
@@ -156,37 +180,40 @@ def _visible_gpus(device: str) -> list[int]:
 
 
 class LocalBackend:
-    """submitit's LocalExecutor: one process a cell, one GPU each where there are GPUs."""
+    """submitit's LocalExecutor: `parallel` workers sharing the cells, a GPU each where there
+    are GPUs. Every cell is submitted at once (its worker's job), and runs when its turn
+    comes."""
 
     def __init__(self, record: SweepRecord, opts: LaunchOptions) -> None:
         self.executor = _submitit().LocalExecutor(folder=record.log_folder)
         self.marker = str(record.cancel_marker)
         self.gpus = _visible_gpus(str(record.cells[0].config.get("device", "auto")))
         wanted = opts.parallel or max(1, len(self.gpus))
-        self.capacity = min(wanted, len(self.gpus)) if self.gpus else wanted
-        self.note = (f"--parallel {wanted} capped at the {len(self.gpus)} GPU(s): one GPU a cell"
-                     if self.gpus and wanted > len(self.gpus) else None)
-        self.threads = cpu_share(min(self.capacity, len(record.cells)))
+        self.parallel = min(wanted, len(self.gpus), len(record.cells)) if self.gpus else \
+            min(wanted, len(record.cells))
+        self.capacity = len(record.cells)
+        self.note = (f"--parallel {wanted} capped at the {len(self.gpus)} GPU(s): one GPU a "
+                     "worker" if self.gpus and wanted > len(self.gpus) else None)
+        self.threads = cpu_share(self.parallel)
         self.timeout_min = opts.time_limit_min or NO_LIMIT_MIN
-        self.held: dict[int, int] = {}  # cell index -> its GPU
 
     def submit(self, cells: list[Cell]) -> list[Job]:
-        jobs = []
-        for cell in cells:
-            free = [g for g in self.gpus if g not in self.held.values()]
-            if free:
-                self.held[cell.index] = free[0]
-                params: dict[str, Any] = {"gpus_per_node": 1, "visible_gpus": (free[0],)}
-            else:
-                params = {"gpus_per_node": 0}
+        """One job a worker, its share of `cells` dealt round robin; each cell's job."""
+        workers = min(self.parallel, len(cells))
+        job_of: dict[int, Job] = {}
+        for w in range(workers):
+            share = cells[w::workers]
+            params: dict[str, Any] = ({"gpus_per_node": 1, "visible_gpus": (self.gpus[w],)}
+                                      if self.gpus else {"gpus_per_node": 0})
             self.executor.update_parameters(timeout_min=self.timeout_min, **params)
             with _spared_from_ctrl_c():
-                jobs.append(self.executor.submit(run_cell, cell.config, self.threads,
-                                                 self.marker))
-        return jobs
+                job = self.executor.submit(run_cells, [c.config for c in share], self.threads,
+                                           self.marker)
+            job_of.update((c.index, job) for c in share)
+        return [job_of[c.index] for c in cells]
 
     def release(self, cell: Cell) -> None:
-        self.held.pop(cell.index, None)
+        pass
 
     def cancel(self, jobs: list[Job]) -> None:
         """Nothing more: the controllers were spared from SIGINT (submitit's local cancel),
@@ -205,7 +232,7 @@ class SlurmBackend:
                               "(sbatch, srun, squeue and sacct on PATH), or use --launcher "
                               "local") from None
         self.capacity = len(record.cells)
-        parallel = min(opts.parallel or self.capacity, self.capacity)
+        self.parallel = parallel = min(opts.parallel or self.capacity, self.capacity)
         self.note = None
         self.marker = str(record.cancel_marker)
         extra = {k.replace("-", "_"): v for k, v in opts.slurm_args.items()}
@@ -223,7 +250,7 @@ class SlurmBackend:
     def submit(self, cells: list[Cell]) -> list[Job]:
         try:
             with self.executor.batch():
-                jobs = [self.executor.submit(run_cell, c.config, None, self.marker)
+                jobs = [self.executor.submit(run_cells, [c.config], None, self.marker)
                         for c in cells]
         except Exception as e:  # sbatch's refusal, in whatever form submitit raises it
             raise BsnnError(f"sbatch refused the sweep's job array: {e}",
@@ -252,12 +279,13 @@ class Outcome:
     still_running: list[Cell] = field(default_factory=list)  # did not end within the grace
 
 
-def _job_error(job: Job) -> str:
-    """Why a cell's job ended before its run did: the error run_cell returned (a model that
-    is not there fails before its run folder exists), else where the job's log is."""
+def _job_error(job: Job, cell: Cell) -> str:
+    """Why a cell's job ended before its run did: the error run_cells returned for it (a
+    model that is not there fails before its run folder exists), else where the job's log
+    is."""
     if job.paths.result_pickle.exists():
-        with contextlib.suppress(Exception):  # the cell raised: its log has the traceback
-            said = job.result()
+        with contextlib.suppress(Exception):  # the job raised: its log has the traceback
+            said = job.result().get(cell.run_id)
             if isinstance(said, str) and said.startswith("failed: "):
                 return said.removeprefix("failed: ")
     return f"its job {job.job_id} ended ({job.state}) before its run did; see {job.paths.stderr}"
@@ -310,7 +338,7 @@ class Fleet:
             self.backend.release(cell)
             summary = cell_summary(self.record, cell)
             if not (summary is not None and summary.ended) and not (stopping and summary is None):
-                cell.error = _job_error(job)
+                cell.error = _job_error(job, cell)
                 self.record.save()
             state = cell_state(self.record, cell, summary)
             if self.on_row is not None and state != "missing":
@@ -354,8 +382,7 @@ def launch(record: SweepRecord, opts: LaunchOptions,
     backend = backends[record.launcher](record, opts)
     if backend.note and on_note is not None:
         on_note(backend.note)
-    record.parallel = backend.capacity if record.launcher == "local" else (
-        opts.parallel or len(record.cells))
+    record.parallel = backend.parallel
     record.save()
     fleet = Fleet(record, backend, opts, on_row)
     try:

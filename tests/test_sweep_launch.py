@@ -1,6 +1,8 @@
-"""`bsnn sweep --launcher local|slurm`: cells in processes of their own, through submitit.
+"""`bsnn sweep --launcher local|slurm`: cells in processes other than the sweep's, through
+submitit.
 
-The local launcher runs for real (several cells at once, each its own process and run folder);
+The local launcher runs for real (several cells at once in worker processes, each cell its own
+run folder);
 the Slurm launcher runs against stand-in sbatch, srun, squeue, sacct and scancel scripts first
 on PATH, which record the submission and run the generated job script here, array task by
 array task, as a cluster's nodes would.
@@ -45,7 +47,7 @@ def table(job_dir: Path) -> list[dict[str, str]]:
 
 # ----------------------------------------------------------------------------- local
 
-def test_local_launcher_runs_cells_in_their_own_processes(tmp_path: Path) -> None:
+def test_local_launcher_runs_cells_in_parallel_workers(tmp_path: Path) -> None:
     code = main(["sweep", "--model", *MODELS, "--percentile", "99", "99.9", *SMALL,
                  "--launcher", "local", "--parallel", "2", "--job-dir", str(tmp_path)])
     assert code == 0
@@ -85,6 +87,21 @@ def test_a_failed_cell_keeps_its_row_and_fails_the_sweep(
     (tmp_path / "job" / f"sweep-{record.sweep_id}.csv").unlink()
     assert main(["sweep", "--collect", str(record.path)]) == 1
     assert [r["status"] for r in table(tmp_path / "job")] == ["finished", "failed"]
+
+
+def test_a_worker_goes_on_after_a_failed_cell(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """One worker, two cells: the first fails before it has a run folder, the second still
+    runs, and the failure's own message reaches the sweep's output."""
+    missing = tmp_path / "no-such-model.pt"
+    argv = ["sweep", "--model", str(missing), "bundled:digits-fp", *SMALL,
+            "--launcher", "local", "--parallel", "1", "--job-dir", str(tmp_path / "job")]
+    assert main(argv) == 1
+    assert [r["status"] for r in table(tmp_path / "job")] == ["failed", "finished"]
+    record = the_record(tmp_path / "job")
+    assert record.parallel == 1 and record.cells[0].job_id == record.cells[1].job_id
+    assert "no-such-model" in (record.cells[0].error or "")  # what the worker returned for it
+    assert "no-such-model" in capsys.readouterr().out
 
 
 def test_collect_lists_cells_not_run_yet(tmp_path: Path,

@@ -30,12 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"presets: {presets}; or NAME:key=value,key=value")
     g = p.add_argument_group("launching the cells")
     g.add_argument("--launcher", choices=LAUNCHERS, default="inline",
-                   help="inline: one after another in this process (default); local: a "
-                   "process per cell on this machine, a GPU each where there are GPUs; "
-                   "slurm: one job array on a Slurm cluster")
+                   help="inline: one after another in this process (default); local: "
+                   "--parallel worker processes on this machine sharing the cells, a GPU "
+                   "each where there are GPUs; slurm: one job array on a Slurm cluster")
     g.add_argument("--parallel", type=int, metavar="N",
-                   help="cells at once (local: default the GPUs, or 1; CPU threads are "
-                   "divided between them; slurm: the array's parallelism, default all)")
+                   help="cells at once (local: the workers, default the GPUs, or 1; CPU "
+                   "threads are divided between them; slurm: the array's parallelism, "
+                   "default all)")
     g.add_argument("--partition", help="slurm: the partition to submit to")
     g.add_argument("--gpus-per-cell", type=int, metavar="G", help="slurm: GPUs per cell "
                    "(default 0)")
