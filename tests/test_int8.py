@@ -329,3 +329,24 @@ def test_big_maps_are_made_in_pieces_with_the_same_result(channels_last: bool) -
     assert calls == [BIG_MAP_IMAGES, BIG_MAP_IMAGES, 3]
     assert torch.equal(got, ops(x))
     assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@needs_int8
+def test_a_binary_model_runs_int8_by_default_with_float32_figures() -> None:
+    """No flag: a binary checkpoint converts in sign mode, its +-1 layers run int8 (the run's
+    simulate phase says so), and accuracy at every step, firing rates and synaptic operations
+    are --precision fp32's."""
+    import bsnn
+    from bsnn.events import Phase
+
+    snn = bsnn.convert("bundled:digits-binary", "digits", device="cpu", norm=64)
+    said: list[str] = []
+    auto = bsnn.simulate(snn, "digits", time=16, eval_size=96,
+                         on_event=lambda e: said.append(e.message) if isinstance(e, Phase)
+                         and e.name == "simulate" else None)
+    fp32 = bsnn.simulate(snn, "digits", time=16, eval_size=96, precision="fp32")
+    assert len(said) == 1 and "int8-exact" in said[0], said
+    assert auto.accuracy_per_step == fp32.accuracy_per_step
+    assert [(a.firing_rate, a.synops_per_image) for a in auto.layers] == [
+        (b.firing_rate, b.synops_per_image) for b in fp32.layers]
+    assert sum(a.binary is True for a in auto.layers) > 0
