@@ -324,8 +324,15 @@ class Engine:
         totals = None if state.totals is None else state.totals.counters(k)
         for i, layer in enumerate(self.net.spiking):
             cl, out_dtype = plan.channels_last[i], plan.spike_dtype[i]
-            s = currents if owned and out_dtype is None else _maps(
-                (k, B), layer.shape, out_dtype or dtype, dev, cl)
+            held = state.held[i] if state.held else None
+            if held is not None:  # the held spikes, then this chunk's: what the next layer hears
+                lag = held.shape[0]
+                sent = _maps((lag + k, B), layer.shape, out_dtype or dtype, dev, cl)
+                sent[:lag] = held
+                s = sent[lag:]
+            else:
+                s = currents if owned and out_dtype is None else _maps(
+                    (k, B), layer.shape, out_dtype or dtype, dev, cl)
             counts = torch.empty((k, layer.neurons), dtype=dtype, device=dev)
             scratch = None if owned or out_dtype is None else state.scratch
             _integrate(state.v[i], currents, layer.threshold, self.opt.reset, s, counts,
@@ -334,9 +341,9 @@ class Engine:
             owned = True  # every later layer's currents are its own
             state.spikes[i, t0:t0 + k] = counts.sum(1, dtype=torch.float64)
             state.synops[i, t0:t0 + k] = counts.double() @ plan.fan_out[i]
-            if state.held:  # what the next layer receives: spikes of `delay` steps earlier
-                both = torch.cat([state.held[i], s])
-                s, state.held[i] = both[:k], both[k:]
+            if held is not None:  # the last `lag` steps' spikes wait for the next chunk
+                state.held[i] = sent[k:].clone()
+                s = sent[:k]
             if layer.spike_amplitude is not None:
                 s = s * layer.spike_amplitude
             incoming = s.flatten(0, 1)

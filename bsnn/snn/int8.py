@@ -6,7 +6,7 @@ activations by int8 weights and accumulate in int32; with every scale 1 and ever
 they hand the sums back as float32, which is the float32 conv's result bit for bit (|sum| <=
 fan-in < 2**24, exact in float32 whatever order float32 would have added in). On a CPU with
 int8 dot-product units (AVX512-VNNI, AVX-VNNI, AMX) that is several times fewer cycles than
-float32. The weights are packed once per network (`Int8Conv`, `Int8Linear`); the engine writes
+float32. The weights are packed once per engine (`Int8Conv`, `Int8Linear`); the engine writes
 the spikes such a layer reads as int8 0/1 maps, channels-last, which the kernel takes as they
 are (read as uint8: the same bytes).
 """
