@@ -26,7 +26,8 @@ def test_running_sums_equal_the_correlation_of_every_pair() -> None:
     xs = np.concatenate([normalized(a, lam).flatten().numpy() for a, _ in _batches()])
     ys = np.concatenate([(c / 32).flatten().numpy() for _, c in _batches()])
     assert result["pairs"] == xs.size == 900
-    assert result["correlation"] == pytest.approx(np.corrcoef(xs, ys)[0, 1], abs=1e-9)
+    # float32 products summed in float64 (batch_sums): r to about 1e-8, shown to 3 digits
+    assert result["correlation"] == pytest.approx(np.corrcoef(xs, ys)[0, 1], abs=1e-7)
     assert result["clipped_share"] == pytest.approx((xs > 1).mean())
     assert len(total) == len(SUMS)
 

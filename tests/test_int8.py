@@ -64,9 +64,9 @@ def test_int8_conv_equals_float32(channels: int, out: int, kernel: int, stride: 
 @needs_int8
 @pytest.mark.parametrize("positions", [0, 10**6])  # every map by matmul; every one by conv
 def test_int8_conv_routes_agree(positions: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small maps take im2col and a matmul, larger ones oneDNN's conv: each alone is exact,
-    dilation and uneven strides included."""
-    monkeypatch.setattr(int8, "GEMM_POSITIONS", positions)
+    """Small maps take im2col and a matmul (on AMX), larger ones oneDNN's conv: each alone is
+    exact, dilation and uneven strides included."""
+    monkeypatch.setattr(int8, "matmul_positions", lambda: positions)
     gen = torch.Generator().manual_seed(5)
     for kernel, stride, padding, dilation, size in [(3, 1, 2, 2, (9, 8)), (3, (2, 1), 1, 1,
                                                      (6, 7)), ((1, 3), 1, (0, 1), 1, (4, 4))]:

@@ -46,6 +46,12 @@ def _cpuinfo_flags() -> set[str]:
     return set()
 
 
+def _isa_cap() -> str:
+    """oneDNN's ISA cap from the environment, upper case; '' where none is set."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return cap.strip().upper()
+
+
 @functools.cache
 def cpu_int8_unit() -> str | None:
     """The CPU's int8 dot-product unit (one of INT8_FLAGS), or None.
@@ -53,8 +59,7 @@ def cpu_int8_unit() -> str | None:
     Asked of the kernel's flags and of torch's own probes (either may be missing: another OS,
     another torch); None also where oneDNN is capped below them (ONEDNN_MAX_CPU_ISA), since it
     would then run int8 on AVX2's plain multiplies."""
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "")
-    if cap.strip().upper() in _NO_INT8_ISAS:
+    if _isa_cap() in _NO_INT8_ISAS:
         return None
     flags = _cpuinfo_flags()
     for name, probe in (("amx_int8", "_is_amx_tile_supported"),
@@ -74,7 +79,20 @@ def _as_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.view(torch.uint8) if x.dtype == torch.int8 else x.to(torch.uint8)
 
 
-GEMM_POSITIONS = 16  # output maps of at most this many positions: im2col and a matmul
+GEMM_POSITIONS = 16  # on AMX, output maps of at most this many positions: im2col and a matmul
+
+
+def matmul_positions() -> int:
+    """Output positions up to which a conv runs as im2col and oneDNN's int8 matmul.
+
+    On AMX the matmul is the faster for maps of at most 16 positions (vgg15ab's 4x4 and 2x2 at
+    32x32; one thread, batch 32, in turns: 512 channels at 2x2 1.8 ms against 6.3 ms, at 4x4
+    5.0 against 7.5; at 8x8 the conv wins). With VNNI and no AMX the conv wins at every size
+    (AMD EPYC, batch 64, 2 threads: 512 channels at 4x4 4.0 ms against 5.6, at 2x2 1.3 against
+    1.5), so there it takes every map."""
+    cap = _isa_cap()
+    amx = cpu_int8_unit() == "amx_int8" and (not cap or "AMX" in cap or cap in ("ALL", "DEFAULT"))
+    return GEMM_POSITIONS if amx else 0
 
 
 def _matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor,
@@ -89,10 +107,8 @@ class Int8Conv(nn.Module):
 
     The weights are packed for each input shape met (a few per run: the chunk's batch, the
     last batch's): packed for no shape in particular, oneDNN reorders the 512-channel weights
-    again on every call (0.5 ms each, seen with ONEDNN_VERBOSE=1). Maps of at most 16 output
-    positions (vgg15ab's 4x4 and 2x2 at 32x32) go through im2col and oneDNN's int8 matmul
-    instead, which its conv is slow on (measured in turns, one thread, batch 32: 512 channels
-    at 2x2 1.8 ms against 6.3 ms, at 4x4 5.0 against 7.5; at 8x8 the conv is faster)."""
+    again on every call (0.5 ms each, seen with ONEDNN_VERBOSE=1). On AMX, small maps go
+    through im2col and oneDNN's int8 matmul instead (`matmul_positions`)."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
@@ -101,6 +117,7 @@ class Int8Conv(nn.Module):
         self.zero = torch.zeros(self.weight.shape[0], dtype=torch.long)
         self.geometry = (list(conv.stride), list(conv.padding), list(conv.dilation))
         self.packed: dict[tuple[int, ...] | None, torch.Tensor] = {}
+        self.matmul_positions = matmul_positions()
 
     def _pack(self, shape: tuple[int, ...] | None) -> torch.Tensor:
         """The weights packed for the conv on `shape`, or for the matmul (None)."""
@@ -136,7 +153,7 @@ class Int8Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _as_uint8(x).contiguous(memory_format=torch.channels_last)  # no-op from the engine
         out = self._out_size((x.shape[2], x.shape[3]))
-        if out[0] * out[1] <= GEMM_POSITIONS:
+        if out[0] * out[1] <= self.matmul_positions:
             y = _matmul(self._im2col(x, out), self._pack(None), self.scale, self.zero)
             return y.view(x.shape[0], *out, -1).permute(0, 3, 1, 2)  # channels-last
         return torch.ops.onednn.qconv2d_pointwise(
