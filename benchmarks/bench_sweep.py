@@ -34,8 +34,8 @@ import torch
 
 from bsnn.config import RunConfig
 from bsnn.sweep import grid, parse_variant, run_inline
-from bsnn.sweep_launch import cpu_share
 from bsnn.sweep_record import plan
+from bsnn.sweep_worker import cpu_share
 
 MODELS = ["bundled:digits-fp", "bundled:digits-binary"]
 PERCENTILES = [99.0, 99.9]

@@ -5,8 +5,8 @@ the record named (bsnn.sweep_record), so `bsnn runs` and the dashboard show them
 process submits, waits, and reads every result back from the run folders, never from submitit's
 pickles alone (a cell that another process or host ran reads the same).
 
-- local: submitit's LocalExecutor, `parallel` worker processes, the cells dealt out to them in
-  turn (round robin), each worker running its share one cell after another; a worker gets a
+- local: submitit's LocalExecutor, `parallel` worker processes that claim the cells one at a
+  time, each its round-robin share first (bsnn.sweep_worker); a worker gets a
   GPU of its own (CUDA_VISIBLE_DEVICES) when there are GPUs, else its share of the CPU cores as
   torch threads (cores // parallel, at least 1), so cells never oversubscribe them. A process
   per worker, not per cell: a process pays 2-3 s of interpreter and torch import on a 2-core
@@ -25,15 +25,14 @@ import contextlib
 import glob
 import os
 import signal
+import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bsnn.config import RunConfig
 from bsnn.errors import BsnnError, ConfigError, RunStorageError
 from bsnn.runfolder import RunFolder
 from bsnn.sweep_record import (
@@ -45,50 +44,10 @@ from bsnn.sweep_record import (
     cell_summary,
     collect,
 )
+from bsnn.sweep_worker import claim_order, cpu_share, run_cells
 
 NO_LIMIT_MIN = 30 * 24 * 60  # the local executor kills a job after its time limit (default 2 min)
 SLURM_TIME_MIN = 60  # a cell's time limit on Slurm unless --time-limit says otherwise
-
-
-def cpu_share(parallel: int) -> int:
-    """A cell's torch threads: this process's cores divided between the cells at once."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, parallel))
-
-
-def run_cells(configs: list[dict[str, Any]], threads: int | None,
-              sweep_marker: str) -> dict[str, str]:
-    """A job's process (submitit calls it): its share of the threads, then the one runner
-    for each cell in turn. SIGINT, SIGTERM (Slurm's scancel) and the sweep's cancel marker
-    all become a cancel at the next batch, so the run still writes its end, and the cells not
-    begun yet never begin. Returns each run id's status; the table reads the run folders."""
-    import torch
-
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    torch.set_num_threads(threads or cpu_share(1))
-    marker = Path(sweep_marker)
-    statuses = {}
-    for config in configs:
-        if stop.is_set() or marker.exists():
-            break
-        statuses[config["run_id"]] = _run_cell(config, lambda: stop.is_set() or marker.exists())
-    return statuses
-
-
-def _run_cell(config: dict[str, Any], cancel: Callable[[], bool]) -> str:
-    """One cell's run and its status; a failure is the cell's, never the next cell's."""
-    from bsnn.pipeline.runner import run
-
-    try:
-        return run(RunConfig.from_dict(config), cancel=cancel).status
-    except BsnnError as err:  # in its run folder's `failed` event, or before it had one
-        print(f"error: {err.message}\nfix: {err.fix}", flush=True)
-        return f"failed: {err}"
-    except Exception:  # the run folder keeps the traceback; the worker goes on
-        traceback.print_exc()
-        return "failed"
 
 
 @dataclass
@@ -187,6 +146,7 @@ class LocalBackend:
     def __init__(self, record: SweepRecord, opts: LaunchOptions) -> None:
         self.executor = _submitit().LocalExecutor(folder=record.log_folder)
         self.marker = str(record.cancel_marker)
+        self.log_folder = record.log_folder
         self.gpus = _visible_gpus(str(record.cells[0].config.get("device", "auto")))
         wanted = opts.parallel or max(1, len(self.gpus))
         self.parallel = min(wanted, len(self.gpus), len(record.cells)) if self.gpus else \
@@ -198,19 +158,21 @@ class LocalBackend:
         self.timeout_min = opts.time_limit_min or NO_LIMIT_MIN
 
     def submit(self, cells: list[Cell]) -> list[Job]:
-        """One job a worker, its share of `cells` dealt round robin; each cell's job."""
+        """One job a worker, each handed every cell in its claim order (its own share first);
+        each cell's job: whichever worker claims it."""
         workers = min(self.parallel, len(cells))
-        job_of: dict[int, Job] = {}
+        self.log_folder.mkdir(parents=True, exist_ok=True)
+        claims = Path(tempfile.mkdtemp(prefix="claims-", dir=self.log_folder))
+        jobs = []
         for w in range(workers):
-            share = cells[w::workers]
+            order = [cells[i].config for i in claim_order(len(cells), workers, w)]
             params: dict[str, Any] = ({"gpus_per_node": 1, "visible_gpus": (self.gpus[w],)}
                                       if self.gpus else {"gpus_per_node": 0})
             self.executor.update_parameters(timeout_min=self.timeout_min, **params)
             with _spared_from_ctrl_c():
-                job = self.executor.submit(run_cells, [c.config for c in share], self.threads,
-                                           self.marker)
-            job_of.update((c.index, job) for c in share)
-        return [job_of[c.index] for c in cells]
+                jobs.append(self.executor.submit(run_cells, order, self.threads, self.marker,
+                                                 (str(claims), w)))
+        return [ClaimedJob(jobs, claims / c.run_id) for c in cells]
 
     def release(self, cell: Cell) -> None:
         pass
@@ -218,6 +180,46 @@ class LocalBackend:
     def cancel(self, jobs: list[Job]) -> None:
         """Nothing more: the controllers were spared from SIGINT (submitit's local cancel),
         and their cells stop through the markers already written."""
+
+
+class ClaimedJob:
+    """A cell's job among workers that claim cells: the worker that claimed it, and until
+    one has, all of them (the cell may still begin while any is running)."""
+
+    def __init__(self, workers: list[Job], claim: Path) -> None:
+        self.workers, self.claim = workers, claim
+
+    def _worker(self) -> Job | None:
+        try:
+            return self.workers[int(self.claim.read_text())]
+        except (OSError, ValueError, IndexError):  # not claimed, or being written
+            return None
+
+    @property
+    def job_id(self) -> str:
+        worker = self._worker()
+        return str(worker.job_id) if worker else ",".join(str(w.job_id) for w in self.workers)
+
+    @property
+    def state(self) -> str:
+        worker = self._worker()
+        return worker.state if worker else ("DONE" if self.done() else "PENDING")
+
+    def done(self, force_check: bool = False) -> bool:
+        worker = self._worker()
+        return worker.done(force_check) if worker else all(
+            w.done(force_check) for w in self.workers)
+
+    def cancel(self, check: bool = True) -> None:
+        for worker in [self._worker()] if self._worker() else self.workers:
+            worker.cancel(check)
+
+    @property
+    def paths(self) -> Any:
+        return (self._worker() or self.workers[0]).paths
+
+    def result(self) -> Any:
+        return (self._worker() or self.workers[0]).result()
 
 
 class SlurmBackend:
@@ -336,10 +338,11 @@ class Fleet:
                 continue
             del self.running[index]
             self.backend.release(cell)
+            cell.job_id = str(job.job_id)  # a claimed cell's: now its worker's alone
             summary = cell_summary(self.record, cell)
             if not (summary is not None and summary.ended) and not (stopping and summary is None):
                 cell.error = _job_error(job, cell)
-                self.record.save()
+            self.record.save()
             state = cell_state(self.record, cell, summary)
             if self.on_row is not None and state != "missing":
                 self.on_row(cell_row(cell, summary, state))

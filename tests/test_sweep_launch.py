@@ -21,11 +21,14 @@ from pathlib import Path
 import pytest
 from test_detach import wait_for
 
+from bsnn import sweep_worker
 from bsnn.cli import main
 from bsnn.events import BatchDone, Started
 from bsnn.jobdir import list_runs
 from bsnn.runfolder import RunFolder
+from bsnn.sweep_launch import ClaimedJob
 from bsnn.sweep_record import SweepRecord
+from bsnn.sweep_worker import claim, claim_order
 
 submitit = pytest.importorskip("submitit", reason="the local and slurm launchers need submitit")
 
@@ -102,6 +105,62 @@ def test_a_worker_goes_on_after_a_failed_cell(tmp_path: Path,
     assert record.parallel == 1 and record.cells[0].job_id == record.cells[1].job_id
     assert "no-such-model" in (record.cells[0].error or "")  # what the worker returned for it
     assert "no-such-model" in capsys.readouterr().out
+
+
+def test_each_worker_tries_its_share_first_then_the_others_from_their_ends() -> None:
+    assert claim_order(4, 2, 0) == [0, 2, 3, 1]
+    assert claim_order(5, 2, 1) == [1, 3, 4, 2, 0]
+    assert claim_order(7, 3, 2) == [2, 5, 6, 4, 3, 1, 0]
+    for count, workers in [(1, 1), (5, 2), (7, 3), (2, 4)]:
+        for w in range(workers):
+            assert sorted(claim_order(count, workers, w)) == list(range(count))
+
+
+def test_a_free_worker_takes_the_cells_another_has_not_begun(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker 1 comes first (worker 0 is still importing, or busy on a long cell): it runs its
+    share, then worker 0's cells from the end; worker 0 then finds nothing left. Each cell runs
+    once, and its claim names the worker that ran it."""
+    ran: list[tuple[int, str]] = []
+    configs = [{"run_id": f"s-{i}"} for i in range(5)]
+    marker, claims = tmp_path / "cancel", tmp_path / "claims"
+    claims.mkdir()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for w in (1, 0):
+            monkeypatch.setattr(sweep_worker, "_run_cell",
+                                lambda config, _cancel, w=w: ran.append((w, config["run_id"]))
+                                or "finished")
+            order = [configs[i] for i in claim_order(5, 2, w)]
+            said = sweep_worker.run_cells(order, 1, str(marker), (str(claims), w))
+            assert said == ({} if w == 0 else {c["run_id"]: "finished" for c in order})
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert ran == [(1, "s-1"), (1, "s-3"), (1, "s-4"), (1, "s-2"), (1, "s-0")]
+    assert {f.name: f.read_text() for f in claims.iterdir()} == {f"s-{i}": "1" for i in range(5)}
+    assert not claim(claims, "s-0", 0) and claim(claims, "s-5", 0)
+
+
+class _Worker:
+    def __init__(self, job_id: str, done: bool) -> None:
+        self.job_id, self.is_done, self.state = job_id, done, "DONE" if done else "RUNNING"
+
+    def done(self, force_check: bool = False) -> bool:
+        return self.is_done
+
+
+def test_a_claimed_cells_job_is_its_workers_and_before_that_any_workers(
+        tmp_path: Path) -> None:
+    workers = [_Worker("11", done=True), _Worker("12", done=False)]
+    job = ClaimedJob(workers, tmp_path / "s-0")  # type: ignore[arg-type]
+    assert job.job_id == "11,12" and not job.done() and job.state == "PENDING"
+    (tmp_path / "s-0").write_text("1")
+    assert job.job_id == "12" and not job.done() and job.state == "RUNNING"
+    workers[1].is_done = True
+    assert job.done()
+    unclaimed = ClaimedJob(workers, tmp_path / "s-1")  # type: ignore[arg-type]
+    assert unclaimed.done() and unclaimed.state == "DONE"  # no worker left to begin it
 
 
 def test_collect_lists_cells_not_run_yet(tmp_path: Path,
