@@ -76,6 +76,17 @@ def test_int8_conv_routes_agree(positions: int, monkeypatch: pytest.MonkeyPatch)
         assert torch.equal(int8.Int8Conv(conv)(x), conv(x)), (kernel, stride, padding)
 
 
+@pytest.mark.parametrize(("unit", "cap", "positions"), [
+    ("amx_int8", "", int8.GEMM_POSITIONS), ("amx_int8", "avx512_core_amx", int8.GEMM_POSITIONS),
+    ("amx_int8", "AVX512_CORE_VNNI", 0), ("avx512_vnni", "", 0), ("avx_vnni", "", 0)])
+def test_small_maps_take_the_matmul_only_where_onednn_may_use_amx(
+        unit: str, cap: str, positions: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On AMX the matmul is faster for small maps, with VNNI alone the conv (RESULTS.md)."""
+    monkeypatch.setattr(int8, "cpu_int8_unit", lambda: unit)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert int8.matmul_positions() == positions
+
+
 @needs_int8
 @pytest.mark.parametrize(("fan_in", "out"), [(25088, 16), (4099, 7), (40, 3)])
 def test_int8_linear_equals_float32(fan_in: int, out: int) -> None:
