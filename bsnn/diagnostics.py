@@ -33,8 +33,9 @@ def batch_sums(act: torch.Tensor, counts: torch.Tensor, lam: torch.Tensor,
     """One batch's running sums (in SUMS order), float64 on the tensors' device.
 
     Products are taken in the activations' float32 (one rounding each, relative 6e-8; counts
-    squared are exact) and summed in float64: float64 copies of every map cost twice the time
-    (a tenth of an int8 batch)."""
+    squared are exact) and summed in float64: with float64 copies of every map, the sums and
+    histograms of a vgg15ab batch of 32 took 0.22 s instead of 0.11 s (a tenth of its int8
+    simulation)."""
     import torch  # here: summaries read this module without torch
 
     x = normalized(act, lam).flatten()
@@ -51,9 +52,10 @@ def batch_histogram(act: torch.Tensor, counts: torch.Tensor, lam: torch.Tensor,
     """Counts of (x, y) pairs in a BINS x BINS grid: rows are y (rate 0 .. 1), columns x.
 
     A count's row is floor(count * BINS / steps) exactly: the product is an exact integer in
-    float32 and one division cannot round it across the next integer."""
+    float32 and one division cannot round it across the next integer. In place only on new
+    tensors: float32 counts are the engine's own totals."""
     col = normalized(act, lam).flatten().mul_(BINS / X_MAX).clamp_(0, BINS - 1).long()
-    row = counts.flatten().float().mul_(BINS).div_(steps).clamp_(0, BINS - 1).long()
+    row = (counts.flatten().float() * BINS).div_(steps).clamp_(0, BINS - 1).long()
     return row.mul_(BINS).add_(col).bincount(minlength=BINS * BINS).view(BINS, BINS).double()
 
 

@@ -211,7 +211,8 @@ class ClaimedJob:
             w.done(force_check) for w in self.workers)
 
     def cancel(self, check: bool = True) -> None:
-        for worker in [self._worker()] if self._worker() else self.workers:
+        claimed = self._worker()
+        for worker in [claimed] if claimed else self.workers:
             worker.cancel(check)
 
     @property

@@ -61,3 +61,11 @@ def test_histogram_puts_each_pair_in_its_cell() -> None:
     assert hist[0, 0] == 1 and hist[BINS - 1, BINS - 1] == 1
     assert hist[BINS - 1, math.floor(0.99 / 2 * BINS)] == 1
     assert hist[BINS // 2, BINS // 2] == 1
+
+
+def test_the_diagnostics_leave_the_callers_tensors_as_they_were() -> None:
+    act, counts = torch.rand(4, 3, 5, 5) * 3, torch.randint(0, 17, (4, 3, 5, 5)).float()
+    before = (act.clone(), counts.clone())
+    batch_sums(act, counts, torch.tensor(1.5), 16)
+    batch_histogram(act, counts, torch.tensor(1.5), 16)
+    assert torch.equal(act, before[0]) and torch.equal(counts, before[1])

@@ -81,10 +81,18 @@ def test_int8_conv_routes_agree(positions: int, monkeypatch: pytest.MonkeyPatch)
     ("amx_int8", "AVX512_CORE_VNNI", 0), ("avx512_vnni", "", 0), ("avx_vnni", "", 0)])
 def test_small_maps_take_the_matmul_only_where_onednn_may_use_amx(
         unit: str, cap: str, positions: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On AMX the matmul is faster for small maps, with VNNI alone the conv (RESULTS.md)."""
-    monkeypatch.setattr(int8, "cpu_int8_unit", lambda: unit)
+    """On AMX the matmul is faster for small maps, with VNNI alone the conv (RESULTS.md); a
+    oneDNN cap that names no AMX leaves the CPU's AMX unused (cpu_int8_unit)."""
+    monkeypatch.setattr(int8, "_cpuinfo_flags", lambda: {unit})
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: unit == "amx_int8",
+                        raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False, raising=False)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
-    assert int8.matmul_positions() == positions
+    int8.cpu_int8_unit.cache_clear()
+    try:
+        assert int8.matmul_positions() == positions
+    finally:
+        int8.cpu_int8_unit.cache_clear()
 
 
 @needs_int8

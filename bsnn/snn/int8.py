@@ -46,20 +46,16 @@ def _cpuinfo_flags() -> set[str]:
     return set()
 
 
-def _isa_cap() -> str:
-    """oneDNN's ISA cap from the environment, upper case; '' where none is set."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
-    return cap.strip().upper()
-
-
 @functools.cache
 def cpu_int8_unit() -> str | None:
-    """The CPU's int8 dot-product unit (one of INT8_FLAGS), or None.
+    """The int8 dot-product unit oneDNN may use on this CPU (one of INT8_FLAGS), or None.
 
     Asked of the kernel's flags and of torch's own probes (either may be missing: another OS,
-    another torch); None also where oneDNN is capped below them (ONEDNN_MAX_CPU_ISA), since it
-    would then run int8 on AVX2's plain multiplies."""
-    if _isa_cap() in _NO_INT8_ISAS:
+    another torch), then of oneDNN's cap (ONEDNN_MAX_CPU_ISA): None where it is capped below
+    them (int8 would run on AVX2's plain multiplies), and no AMX where the cap names none."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+           or "").strip().upper()
+    if cap in _NO_INT8_ISAS:
         return None
     flags = _cpuinfo_flags()
     for name, probe in (("amx_int8", "_is_amx_tile_supported"),
@@ -69,6 +65,8 @@ def cpu_int8_unit() -> str | None:
                 flags.add(name)
         except (AttributeError, RuntimeError):
             pass
+    if cap and "AMX" not in cap and cap not in ("ALL", "DEFAULT"):
+        flags.discard("amx_int8")
     return next((flag for flag in INT8_FLAGS if flag in flags), None)
 
 
@@ -90,9 +88,7 @@ def matmul_positions() -> int:
     5.0 against 7.5; at 8x8 the conv wins). With VNNI and no AMX the conv wins at every size
     (AMD EPYC, batch 64, 2 threads: 512 channels at 4x4 4.0 ms against 5.6, at 2x2 1.3 against
     1.5), so there it takes every map."""
-    cap = _isa_cap()
-    amx = cpu_int8_unit() == "amx_int8" and (not cap or "AMX" in cap or cap in ("ALL", "DEFAULT"))
-    return GEMM_POSITIONS if amx else 0
+    return GEMM_POSITIONS if cpu_int8_unit() == "amx_int8" else 0
 
 
 def _matmul(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor,
